@@ -1,0 +1,91 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Every dependency comes from the local mirror at a listed version; README.md says why each is here.
+let package = Package(
+    name: "lifeguard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lifeguard", targets: ["Lifeguard"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries from Debian, found through pkg-config.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CMicroHTTPD",
+            pkgConfig: "libmicrohttpd",
+            providers: [.apt(["libmicrohttpd-dev"])]
+        ),
+
+        // The pooling rules: a pure state machine, no I/O, no clock reads.
+        .target(
+            name: "PoolCore",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
+        ),
+        // The live pool: runs PoolCore's actions (connects, timers) behind a lock.
+        .target(
+            name: "ConnectionPool",
+            dependencies: ["PoolCore"]
+        ),
+        // The metric catalogue and its Prometheus text rendering.
+        .target(
+            name: "LifeguardMetrics",
+            dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]
+        ),
+        // /metrics, /healthz and /readyz over libmicrohttpd, on its own thread.
+        .target(
+            name: "Exporter",
+            dependencies: ["CMicroHTTPD", "LifeguardMetrics"]
+        ),
+        // libpq where libpq is the reference: connection strings and the health ping.
+        .target(
+            name: "Upstream",
+            dependencies: ["CLibPQ"]
+        ),
+        // TOML file, LIFEGUARD_* environment, flags: one validated configuration.
+        .target(
+            name: "LifeguardConfig",
+            dependencies: ["Upstream", "TOMLKit"]
+        ),
+        .executableTarget(
+            name: "Lifeguard",
+            dependencies: [
+                "PoolCore", "ConnectionPool", "LifeguardMetrics", "Exporter", "Upstream", "LifeguardConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"]),
+        .testTarget(name: "ConnectionPoolTests", dependencies: ["ConnectionPool", "PoolCore"]),
+        .testTarget(name: "LifeguardMetricsTests", dependencies: ["LifeguardMetrics"]),
+        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "LifeguardMetrics"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream"]),
+        .testTarget(name: "LifeguardConfigTests", dependencies: ["LifeguardConfig", "Upstream"]),
+        .testTarget(
+            name: "LifeguardTests",
+            dependencies: ["Lifeguard", "ConnectionPool", "LifeguardMetrics", "PoolCore"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
+
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    target.swiftSettings = settings
+}

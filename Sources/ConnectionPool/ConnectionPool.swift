@@ -1,0 +1,306 @@
+import PoolCore
+import Synchronization
+
+/// The live pool of one (database, user): runs PoolCore's ``PoolStateMachine`` with the real clock, the connection
+/// factory and Swift concurrency timers.
+///
+/// Every call locks, feeds one event stamped with `ContinuousClock.now`, unlocks, and only then runs the actions
+/// (opening connections, handing them out, closing, pinging, timers) and calls the observer.
+public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
+    public typealias Connection = Factory.Connection
+    /// Receives the result of a request, exactly once.
+    public typealias LeaseCompletion = @Sendable (Result<Connection, PoolError>) -> Void
+
+    public let key: PoolKey
+    private let factory: Factory
+    private let observer: any PoolObserver
+    private let state: Mutex<State>
+    /// Keeps stats deliveries in order (see ``PoolObserver``).
+    private let delivery = Mutex(StatsDelivery())
+    private let nextRequestID = Atomic<Int>(0)
+
+    private struct State {
+        var machine: PoolStateMachine
+        var connections: [ConnectionID: Connection] = [:]
+        var requests: [RequestID: LeaseCompletion] = [:]
+        var timers: [PoolTimer.ID: TimerSlot] = [:]
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        var version: UInt64 = 0
+    }
+
+    /// A timer task is started outside the lock, so its cancellation or firing can come before it is recorded.
+    private enum TimerSlot {
+        case running(Task<Void, Never>)
+        case cancelledBeforeStart
+        case firedBeforeStart
+    }
+
+    private struct StatsDelivery {
+        var version: UInt64 = 0
+        var stats = PoolStats()
+    }
+
+    /// What to do once the lock is released.
+    private enum Work {
+        case create(ConnectionID)
+        case lease(Connection, LeaseCompletion)
+        case fail(LeaseCompletion, PoolError)
+        case ping(Connection)
+        case close(Connection)
+        case schedule(PoolTimer)
+        case cancel(Task<Void, Never>)
+        case observe(PoolObservation)
+        case finished([CheckedContinuation<Void, Never>])
+    }
+
+    /// - Parameters:
+    ///   - observer: receives observations and stats, outside the pool's lock; must not call back into the pool.
+    ///   - jitterSeed: seeds the connect backoff jitter.
+    public init(
+        key: PoolKey,
+        configuration: PoolConfiguration,
+        factory: Factory,
+        observer: any PoolObserver = NoOpPoolObserver(),
+        jitterSeed: UInt64 = .random(in: 0...UInt64.max)
+    ) {
+        self.key = key
+        self.factory = factory
+        self.observer = observer
+        let machine = PoolStateMachine(key: key, configuration: configuration, jitterSeed: jitterSeed)
+        self.state = Mutex(State(machine: machine))
+    }
+
+    /// Current gauges and counters.
+    public var stats: PoolStats { self.state.withLock { $0.machine.stats } }
+
+    /// The settings in force (normalized).
+    public var configuration: PoolConfiguration { self.state.withLock { $0.machine.configuration } }
+
+    /// Opens `min_size` connections.
+    public func start() {
+        self.handle(.start)
+    }
+
+    /// Asks for a connection for an event-loop caller. `completion` is called exactly once: with a connection,
+    /// or with a ``PoolError`` (timeout, connect failure, shutdown, or cancellation through ``cancel(_:)``).
+    /// It may be called before this method returns, when a connection is ready.
+    @discardableResult
+    public func lease(_ completion: @escaping LeaseCompletion) -> RequestID {
+        let request = self.makeRequestID()
+        self.lease(request, completion)
+        return request
+    }
+
+    /// The client went away: a request still waiting fails with ``PoolError/Code/cancelled``.
+    /// A request already served is not affected (give its connection back with ``release(_:)``).
+    public func cancel(_ request: RequestID) {
+        self.handle(.requestCancelled(request))
+    }
+
+    /// Waits for a connection. Cancelling the task cancels the request (``PoolError/Code/cancelled``) unless it
+    /// was already served.
+    public func lease() async throws(PoolError) -> Connection {
+        let request = self.makeRequestID()
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<Connection, PoolError>, Never>) in
+                self.lease(request) { continuation.resume(returning: $0) }
+                // The cancellation handler may have run before the request existed.
+                if Task.isCancelled { self.cancel(request) }
+            }
+        } onCancel: {
+            self.cancel(request)
+        }
+        return try result.get()
+    }
+
+    /// Gives a leased connection back in a clean state (no open transaction, session reset).
+    public func release(_ connection: Connection) {
+        self.handle(.connectionReleased(connection.id))
+    }
+
+    /// Reports a leased (or idle) connection broken; the pool closes it and opens another if needed.
+    public func discard(_ connection: Connection, reason: ConnectionErrorReason = .broken) {
+        self.handle(.connectionBroken(connection.id, reason))
+    }
+
+    /// Applies new settings: grows at once, shrinks by closing idle connections now and leased ones when
+    /// they come back.
+    public func reconfigure(_ configuration: PoolConfiguration) {
+        self.handle(.reconfigure(configuration))
+    }
+
+    /// Stops handing out connections and fails the waiters, closes idle connections, waits up to `drainTimeout`
+    /// for leased ones to come back, then closes those too. Returns when no connection is left (connects still
+    /// in flight are closed when they finish).
+    public func shutdown(drainTimeout: Duration) async {
+        self.handle(.shutdown)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitUntilShutDown() }
+            group.addTask {
+                do {
+                    try await Task.sleep(for: drainTimeout)
+                } catch {
+                    return
+                }
+                self.handle(.closeLeased)
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Running the state machine
+
+    private func makeRequestID() -> RequestID {
+        RequestID(self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)
+    }
+
+    private func lease(_ request: RequestID, _ completion: @escaping LeaseCompletion) {
+        self.handle(.leaseRequested(request)) { $0.requests[request] = completion }
+    }
+
+    private func waitUntilShutDown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = self.state.withLock { state in
+                if state.machine.isShutDown { return true }
+                state.shutdownWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Feeds one event under the lock (after `prepare`), then runs its actions and reports the stats outside it.
+    private func handle(_ event: PoolEvent, prepare: (inout State) -> Void = { _ in }) {
+        let (work, stats, version) = self.state.withLock { state in
+            prepare(&state)
+            let actions = state.machine.handle(event, now: .now)
+            var work: [Work] = []
+            work.reserveCapacity(actions.count)
+            for action in actions {
+                Self.resolve(action, in: &state, into: &work)
+            }
+            state.version += 1
+            return (work, state.machine.stats, state.version)
+        }
+        for item in work {
+            self.run(item)
+        }
+        self.deliver(stats, version: version)
+    }
+
+    /// Turns ids into the objects the actions need, keeping the maps in step with the state machine.
+    private static func resolve(_ action: PoolAction, in state: inout State, into work: inout [Work]) {
+        switch action {
+        case .createConnection(let id):
+            work.append(.create(id))
+        case .lease(let id, let request):
+            guard let connection = state.connections[id], let completion = state.requests.removeValue(forKey: request)
+            else { preconditionFailure("lease of unknown \(id) or \(request)") }
+            work.append(.lease(connection, completion))
+        case .ping(let id, _):
+            guard let connection = state.connections[id] else { preconditionFailure("ping of unknown \(id)") }
+            work.append(.ping(connection))
+        case .close(let id, _):
+            if let connection = state.connections.removeValue(forKey: id) { work.append(.close(connection)) }
+        case .failRequest(let request, let error):
+            if let completion = state.requests.removeValue(forKey: request) { work.append(.fail(completion, error)) }
+        case .scheduleTimer(let timer):
+            work.append(.schedule(timer))
+        case .cancelTimer(let id):
+            switch state.timers[id] {
+            case .running(let task):
+                state.timers[id] = nil
+                work.append(.cancel(task))
+            case nil:
+                state.timers[id] = .cancelledBeforeStart
+            case .firedBeforeStart, .cancelledBeforeStart:
+                state.timers[id] = nil
+            }
+        case .observe(let observation):
+            work.append(.observe(observation))
+        case .shutdownComplete:
+            for case .running(let task) in state.timers.values { work.append(.cancel(task)) }
+            state.timers = [:]
+            work.append(.finished(state.shutdownWaiters))
+            state.shutdownWaiters = []
+        }
+    }
+
+    private func run(_ work: Work) {
+        switch work {
+        case .create(let id):
+            Task {
+                do throws(ConnectError) {
+                    let connection = try await self.factory.makeConnection(id: id, for: self.key)
+                    precondition(connection.id == id, "the factory must use the id it was given")
+                    self.handle(.connectionEstablished(id)) { $0.connections[id] = connection }
+                } catch {
+                    self.handle(.connectFailed(id, error))
+                }
+            }
+        case .lease(let connection, let completion):
+            completion(.success(connection))
+        case .fail(let completion, let error):
+            completion(.failure(error))
+        case .ping(let connection):
+            Task {
+                let alive = await connection.ping()
+                self.handle(alive ? .pingSucceeded(connection.id) : .pingFailed(connection.id))
+            }
+        case .close(let connection):
+            connection.close()
+        case .schedule(let timer):
+            self.start(timer)
+        case .cancel(let task):
+            task.cancel()
+        case .observe(let observation):
+            self.observer.pool(self.key, observed: observation)
+        case .finished(let waiters):
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    private func start(_ timer: PoolTimer) {
+        let task = Task {
+            do {
+                try await Task.sleep(until: timer.deadline, clock: .continuous)
+            } catch {
+                return
+            }
+            self.handle(.timerFired(timer)) { state in
+                if case .running = state.timers[timer.id] {
+                    state.timers[timer.id] = nil
+                } else {
+                    state.timers[timer.id] = .firedBeforeStart
+                }
+            }
+        }
+        let cancel = self.state.withLock { state -> Bool in
+            switch state.timers[timer.id] {
+            case nil, .running:
+                // `.running`: the same timer asked for again after an early wake-up.
+                if state.machine.isShutDown { return true }
+                state.timers[timer.id] = .running(task)
+                return false
+            case .cancelledBeforeStart:
+                state.timers[timer.id] = nil
+                return true
+            case .firedBeforeStart:
+                state.timers[timer.id] = nil
+                return false
+            }
+        }
+        if cancel { task.cancel() }
+    }
+
+    private func deliver(_ stats: PoolStats, version: UInt64) {
+        self.delivery.withLock { delivered in
+            guard version > delivered.version else { return }
+            delivered.version = version
+            guard stats != delivered.stats else { return }
+            delivered.stats = stats
+            self.observer.pool(self.key, statsChanged: stats)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+import PoolCore
+
+/// A server connection the pool manages. Made by a ``ConnectionFactory``; the pool calls `ping` and `close`,
+/// clients use it between `lease` and `release`/`discard`.
+public protocol PooledConnection: AnyObject, Sendable {
+    /// The id the factory was asked for.
+    var id: ConnectionID { get }
+    /// Checks the connection (for example with an empty query); false when it is broken. Must time out by itself.
+    func ping() async -> Bool
+    /// Closes the connection without waiting.
+    func close()
+}
+
+/// Opens server connections for a pool.
+public protocol ConnectionFactory: Sendable {
+    associatedtype Connection: PooledConnection
+
+    /// Opens and authenticates a connection. Must time out by itself and report why it failed; the message
+    /// reaches clients, so it must not contain a password.
+    func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> Connection
+}

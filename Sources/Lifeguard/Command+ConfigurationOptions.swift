@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import LifeguardConfig
+
+extension Command {
+    /// The flags `run` and `check-config` share. Values stay strings here: LifeguardConfig checks them, so a bad
+    /// flag gets the same message as a bad file or environment value.
+    struct ConfigurationOptions: ParsableArguments {
+        @Option(help: ArgumentHelp("TOML configuration file (default: LIFEGUARD_CONFIG, if set).", valueName: "FILE"))
+        var config: String?
+
+        @Option(help: ArgumentHelp("Address clients connect to (default 127.0.0.1:6432).", valueName: "HOST:PORT"))
+        var listen: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Upstream PostgreSQL, as a URI or key=value connection string (default: DATABASE_URL). "
+                    + "Prefer LIFEGUARD_UPSTREAM or the file for passwords: flags show in the process list.",
+                valueName: "DSN"
+            )
+        )
+        var upstream: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Address of /metrics, /healthz, /readyz (default 127.0.0.1:9187).",
+                valueName: "HOST:PORT"
+            )
+        )
+        var metricsListen: String?
+
+        @Option(help: ArgumentHelp("session, transaction or statement (default session).", valueName: "MODE"))
+        var poolMode: String?
+
+        @Option(help: ArgumentHelp("Server connections kept per pool (default 5).", valueName: "N"))
+        var poolSize: String?
+
+        @Option(help: ArgumentHelp("Connections opened eagerly and kept warm (default 0).", valueName: "N"))
+        var minSize: String?
+
+        @Option(help: ArgumentHelp("Extra connections allowed during spikes (default 10).", valueName: "N"))
+        var maxOverflow: String?
+
+        @Option(
+            help: ArgumentHelp("How long a client waits for a server connection (default 30s).", valueName: "DURATION")
+        )
+        var poolTimeout: String?
+
+        @Option(help: ArgumentHelp("Close server connections older than this (default off).", valueName: "DURATION"))
+        var poolRecycle: String?
+
+        @Flag(inversion: .prefixedNo, help: "Verify an idle connection before handing it out (default on).")
+        var prePing: Bool?
+
+        @Option(
+            help: ArgumentHelp("Only verify connections idle longer than this (default 1s).", valueName: "DURATION")
+        )
+        var prePingDelay: String?
+
+        @Option(
+            help: ArgumentHelp("Close connections above min-size idle this long (default 600s).", valueName: "DURATION")
+        )
+        var idleTimeout: String?
+
+        @Option(help: ArgumentHelp("Report a connection held longer than this (default off).", valueName: "DURATION"))
+        var leakThreshold: String?
+
+        @Option(help: ArgumentHelp("Client connections accepted in total (default 100).", valueName: "N"))
+        var maxClientConn: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "How long SIGTERM waits for transactions in flight (default 30s).",
+                valueName: "DURATION"
+            )
+        )
+        var drainTimeout: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Query that resets a returned server connection (default DISCARD ALL).",
+                valueName: "SQL"
+            )
+        )
+        var resetQuery: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "trace, debug, info, notice, warning, error or critical (default info).",
+                valueName: "LEVEL"
+            )
+        )
+        var logLevel: String?
+
+        @Option(
+            help: ArgumentHelp("Client authentication: trust, md5 or scram-sha-256 (default unset).", valueName: "TYPE")
+        )
+        var authType: String?
+
+        @Option(help: ArgumentHelp("PgBouncer-style userlist file with client passwords.", valueName: "FILE"))
+        var authFile: String?
+
+        /// What to load: the file (`file` overrides `--config`), this process's environment, and the flags given.
+        func sources(file: String? = nil) -> ConfigurationSources {
+            var flags: [Setting: String] = [:]
+            let values: [(Setting, String?)] = [
+                (.listen, self.listen), (.upstream, self.upstream), (.metricsListen, self.metricsListen),
+                (.poolMode, self.poolMode), (.poolSize, self.poolSize), (.minSize, self.minSize),
+                (.maxOverflow, self.maxOverflow), (.poolTimeout, self.poolTimeout), (.poolRecycle, self.poolRecycle),
+                (.prePing, self.prePing.map { String($0) }), (.prePingDelay, self.prePingDelay),
+                (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
+                (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
+                (.resetQuery, self.resetQuery), (.logLevel, self.logLevel), (.authType, self.authType),
+                (.authFile, self.authFile),
+            ]
+            for case (let setting, let value?) in values { flags[setting] = value }
+            return ConfigurationSources(
+                configFile: file ?? self.config,
+                environment: ProcessInfo.processInfo.environment,
+                flags: flags
+            )
+        }
+
+        /// Loads the configuration; on problems prints one line each to stderr and exits with status 2.
+        func load(file: String? = nil) throws -> LifeguardConfiguration {
+            do {
+                let configuration = try LifeguardConfiguration.load(self.sources(file: file))
+                for warning in configuration.provenance.warnings { printError("warning: \(warning)") }
+                return configuration
+            } catch {
+                for line in error.lines { printError(line) }
+                throw ExitCode(2)
+            }
+        }
+    }
+}
+
+/// Writes a line to stderr (unbuffered, so it appears before the process exits).
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

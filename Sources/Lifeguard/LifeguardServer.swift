@@ -1,0 +1,191 @@
+import ArgumentParser
+import Dispatch
+import Exporter
+import LifeguardConfig
+import LifeguardMetrics
+import Logging
+import PoolCore
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+import Upstream
+
+/// `lifeguard run`: the metrics server, the upstream probe and configuration reloads, shut down in order on
+/// SIGTERM/SIGINT (the exporter answers until last).
+struct LifeguardServer {
+    let configuration: LifeguardConfiguration
+
+    func run() async throws {
+        let logger = Self.makeLogger(level: self.configuration.logLevel)
+        let metrics = LifeguardMetrics(version: lifeguardVersion)
+        let state = ServerState(configuration: self.configuration, metrics: metrics)
+
+        let exporter = MetricsServer(
+            host: self.configuration.metricsListen.host,
+            port: self.configuration.metricsListen.port,
+            metrics: metrics,
+            readiness: { state.readiness }
+        )
+        do {
+            let port = try exporter.start()
+            logger.info(
+                "serving /metrics, /healthz and /readyz",
+                metadata: ["address": "\(self.configuration.metricsListen.host):\(port)"]
+            )
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+        defer { exporter.stop() }
+        for upstream in self.configuration.upstreams {
+            logger.info("upstream", metadata: ["name": "\(upstream.name)", "dsn": "\(upstream.conninfo.redacted)"])
+        }
+
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: UpstreamProbe(state: state, logger: logger)),
+                    .init(service: ConfigurationReloader(state: state, logger: logger)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+        logger.info("stopped")
+    }
+
+    static func makeLogger(level: LogLevel) -> Logger {
+        var logger = Logger(label: "lifeguard") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: level.rawValue) ?? .info
+        return logger
+    }
+}
+
+/// What `run` shares between its services: the configuration in force and the upstreams' last probe results.
+final class ServerState: Sendable {
+    let metrics: LifeguardMetrics
+    private let state: Mutex<State>
+
+    private struct State {
+        var configuration: LifeguardConfiguration
+        var pools: [PoolKey: PoolPlan] = [:]
+        /// The last probe result per upstream name; absent until probed.
+        var probes: [String: PingResult] = [:]
+    }
+
+    init(configuration: LifeguardConfiguration, metrics: LifeguardMetrics) {
+        self.metrics = metrics
+        self.state = Mutex(State(configuration: configuration))
+        self.apply(configuration)
+        metrics.setConfigReloadSuccessful(true)
+    }
+
+    var configuration: LifeguardConfiguration { self.state.withLock { $0.configuration } }
+
+    /// Ready when every upstream answered its last probe. The reason names the upstream and what libpq saw, never
+    /// a password: it is served over HTTP.
+    var readiness: Readiness {
+        self.state.withLock { state in
+            let upstreams = state.configuration.upstreams
+            var problems: [String] = []
+            for upstream in upstreams {
+                switch state.probes[upstream.name] {
+                case nil: problems.append("upstream \(upstream.name): not probed yet")
+                case .ok?: break
+                case let result?: problems.append("upstream \(upstream.name): \(result)")
+                }
+            }
+            return problems.isEmpty ? .ready : .notReady(reason: problems.joined(separator: "; "))
+        }
+    }
+
+    func recordProbe(_ name: String, _ result: PingResult) {
+        self.state.withLock { $0.probes[name] = result }
+        self.metrics.setUpstreamUp(name, result.isUp)
+    }
+
+    /// Puts a configuration in force: registers the series of new pools at 0, updates the configured sizes, and
+    /// drops the series of pools and upstreams that are gone.
+    func apply(_ configuration: LifeguardConfiguration) {
+        let plans = configuration.poolPlans
+        let (old, oldUpstreams) = self.state.withLock { state in
+            let old = state.pools
+            let oldUpstreams = state.configuration.upstreams.map(\.name)
+            state.configuration = configuration
+            state.pools = Dictionary(plans.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            let names = Set(configuration.upstreams.map(\.name))
+            state.probes = state.probes.filter { names.contains($0.key) }
+            return (old, oldUpstreams)
+        }
+        for plan in plans {
+            let series = self.metrics.pool(database: plan.key.database, user: plan.key.user)
+            series.setConfigured(poolSize: plan.configuration.poolSize, maxOverflow: plan.configuration.maxOverflow)
+        }
+        for key in old.keys where !plans.contains(where: { $0.key == key }) {
+            self.metrics.removePool(database: key.database, user: key.user)
+        }
+        let names = Set(configuration.upstreams.map(\.name))
+        for name in oldUpstreams where !names.contains(name) { self.metrics.removeUpstream(name) }
+        self.metrics.setClientMaxConnections(configuration.maxClientConn)
+    }
+}
+
+/// Pings every upstream with libpq's `PQpingParams` about once a second, for `/readyz` and
+/// `lifeguard_upstream_up`.
+struct UpstreamProbe: Service {
+    let state: ServerState
+    let logger: Logger
+    var interval: Duration = .seconds(1)
+
+    func run() async throws {
+        var last: [String: PingResult] = [:]
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            for upstream in self.state.configuration.upstreams {
+                let result = await Self.ping(upstream.conninfo)
+                self.state.recordProbe(upstream.name, result)
+                if last[upstream.name] != result {
+                    let level: Logger.Level = result.isUp ? .info : .warning
+                    self.logger.log(level: level, "upstream \(upstream.name): \(result)")
+                    last[upstream.name] = result
+                }
+            }
+            try? await Task.sleep(for: self.interval)
+        }
+    }
+
+    /// The ping blocks for up to its connect timeout, so it runs on a Dispatch thread rather than tying up one of
+    /// Swift concurrency's few cooperative threads.
+    static func ping(_ conninfo: ConnInfo) async -> PingResult {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: conninfo.ping(connectTimeout: .seconds(2))) }
+        }
+    }
+}
+
+/// SIGHUP: reload the configuration from the same sources. A bad one keeps the configuration in force and sets
+/// `lifeguard_config_last_reload_successful` to 0.
+struct ConfigurationReloader: Service {
+    let state: ServerState
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            let current = self.state.configuration
+            do {
+                let next = try current.reloaded()
+                if next.listen != current.listen || next.metricsListen != current.metricsListen {
+                    self.logger.warning("listen and metrics_listen changes take effect after a restart")
+                }
+                self.state.apply(next)
+                self.state.metrics.setConfigReloadSuccessful(true)
+                self.logger.info("configuration reloaded")
+            } catch {
+                for line in error.lines { self.logger.error("reload failed: \(line)") }
+                self.logger.error("reload failed: keeping the configuration in force")
+                self.state.metrics.setConfigReloadSuccessful(false)
+            }
+        }
+    }
+}

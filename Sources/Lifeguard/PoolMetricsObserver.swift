@@ -1,0 +1,62 @@
+import LifeguardMetrics
+import PoolCore
+
+/// Feeds one pool's observations and stats into its series of the metric catalogue.
+///
+/// Gauges are copied from the pool's stats snapshot (a gauge is a count of a state); counters and histograms move
+/// with each observation.
+struct PoolMetricsObserver: PoolObserver {
+    let metrics: PoolMetrics
+
+    func pool(_ key: PoolKey, observed observation: PoolObservation) {
+        switch observation {
+        case .leased(let waited):
+            self.metrics.checkedOut()
+            self.metrics.observeWait(waited)
+        case .returned(let heldFor):
+            self.metrics.observeUse(heldFor)
+        case .connected(let took):
+            self.metrics.observeConnect(took)
+        case .connectFailed(let reason), .connectionErrored(let reason):
+            self.metrics.connectionError(reason: Self.label(reason))
+        case .closed(let reason):
+            self.metrics.connectionClosed(reason: Self.label(reason))
+        case .timedOut:
+            self.metrics.timedOut()
+        case .leakSuspected:
+            self.metrics.leakSuspected()
+        }
+    }
+
+    func pool(_ key: PoolKey, statsChanged stats: PoolStats) {
+        self.metrics.setConnections(
+            idle: stats.idle,
+            used: stats.used,
+            checkedOut: stats.checkedOut,
+            overflow: stats.overflow,
+            waiting: stats.waiting
+        )
+    }
+
+    // Exhaustive switches: a reason added to the pool core without a label value does not compile.
+    static func label(_ reason: PoolCore.ConnectionErrorReason) -> ErrorReasonLabel {
+        switch reason {
+        case .connect: .connect
+        case .auth: .auth
+        case .timeout: .timeout
+        case .server: .server
+        case .broken: .broken
+        }
+    }
+
+    static func label(_ reason: CloseReason) -> CloseReasonLabel {
+        switch reason {
+        case .recycle: .recycle
+        case .idle: .idle
+        case .pingFailed: .pingFailed
+        case .error: .error
+        case .overflow: .overflow
+        case .shutdown: .shutdown
+        }
+    }
+}

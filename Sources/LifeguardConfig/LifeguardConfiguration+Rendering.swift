@@ -1,0 +1,90 @@
+import Upstream
+
+extension LifeguardConfiguration {
+    /// The effective configuration as TOML, every password masked, each value followed by a comment saying where it
+    /// came from. Without passwords, the text loads back to an equal configuration.
+    public func rendered() -> String {
+        var lines = [
+            "# Effective Lifeguard \(lifeguardVersion) configuration; passwords are masked.",
+            "# After each value: where it came from (default, file:line, environment variable or flag).",
+        ]
+        for setting in Setting.allCases {
+            let origin = self.provenance.origins[setting.key] ?? .default
+            if let value = self.renderedValue(of: setting) {
+                lines.append(Self.line(setting.key, value, origin: origin))
+            } else {
+                lines.append("# \(setting.key) is not set  # \(origin)")
+            }
+        }
+        for database in self.databases {
+            lines.append("")
+            lines.append("[databases.\(Self.renderedKey(database.name))]")
+            let values: [(String, String)] = [
+                ("dsn", Self.string(database.dsn.redacted)),
+                (Setting.poolMode.key, Self.string(database.poolMode.rawValue)),
+                (Setting.poolSize.key, String(database.poolSize)),
+                (Setting.minSize.key, String(database.minSize)),
+                (Setting.maxOverflow.key, String(database.maxOverflow)),
+                (Setting.poolTimeout.key, Self.string(Self.duration(database.poolTimeout))),
+            ]
+            for (key, value) in values {
+                let origin =
+                    self.provenance.origins["databases.\(Self.renderedKey(database.name)).\(key)"] ?? .inherited
+                lines.append(Self.line(key, value, origin: origin))
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func renderedValue(of setting: Setting) -> String? {
+        switch setting {
+        case .listen: Self.string(self.listen.description)
+        case .metricsListen: Self.string(self.metricsListen.description)
+        case .upstream: self.upstream.map { Self.string($0.redacted) }
+        case .poolMode: Self.string(self.poolMode.rawValue)
+        case .poolSize: String(self.poolSize)
+        case .minSize: String(self.minSize)
+        case .maxOverflow: String(self.maxOverflow)
+        case .poolTimeout: Self.string(Self.duration(self.poolTimeout))
+        case .poolRecycle: Self.string(self.poolRecycle.map(Self.duration) ?? "off")
+        case .prePing: String(self.prePing)
+        case .prePingDelay: Self.string(Self.duration(self.prePingDelay))
+        case .idleTimeout: Self.string(self.idleTimeout.map(Self.duration) ?? "off")
+        case .leakThreshold: Self.string(self.leakThreshold.map(Self.duration) ?? "off")
+        case .maxClientConn: String(self.maxClientConn)
+        case .drainTimeout: Self.string(Self.duration(self.drainTimeout))
+        case .resetQuery: Self.string(self.resetQuery ?? "")
+        case .logLevel: Self.string(self.logLevel.rawValue)
+        case .authType: self.authType.map { Self.string($0.rawValue) }
+        case .authFile: self.authFile.map { Self.string($0) }
+        }
+    }
+
+    private static func line(_ key: String, _ value: String, origin: SettingOrigin) -> String {
+        "\(key) = \(value)  # \(origin)"
+    }
+
+    /// A TOML basic string. URI passwords are masked once more, in case a value that is not a DSN holds one.
+    private static func string(_ text: String) -> String {
+        RawValue.quote(SecretScrubber.maskingURIPasswords(in: text))
+    }
+
+    private static func renderedKey(_ key: String) -> String {
+        let bare =
+            !key.isEmpty && key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }
+        return bare ? key : RawValue.quote(key)
+    }
+
+    /// The largest whole unit: `1h`, `5m`, `30s`, `250ms`, else decimal seconds.
+    static func duration(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let micros = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        if micros == 0 { return "0s" }
+        for (unit, suffix) in [(Int64(3_600_000_000), "h"), (60_000_000, "m"), (1_000_000, "s"), (1_000, "ms")]
+        where micros % unit == 0 {
+            return "\(micros / unit)\(suffix)"
+        }
+        let fraction = String(micros % 1_000_000)
+        return "\(micros / 1_000_000).\(String(repeating: "0", count: 6 - fraction.count))\(fraction)"
+    }
+}

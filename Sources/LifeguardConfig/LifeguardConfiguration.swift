@@ -1,0 +1,200 @@
+import Upstream
+
+/// Lifeguard's effective, validated configuration.
+///
+/// Made by ``load(_:)`` from, lowest to highest precedence: built-in defaults, the TOML file, `LIFEGUARD_*`
+/// environment variables, command-line flags. `DATABASE_URL` is the upstream when none of them names an upstream or
+/// a `[databases]` entry. Every value here has passed validation.
+///
+/// Two configurations are equal when every setting is equal, wherever the values came from: `provenance` takes no part
+/// in `==`, so a reload that changed nothing compares equal.
+public struct LifeguardConfiguration: Sendable, Equatable {
+    /// Where clients connect (`listen`, default 127.0.0.1:6432).
+    public var listen: ListenAddress
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`metrics_listen`, default 127.0.0.1:9187).
+    public var metricsListen: ListenAddress
+    /// The default upstream (`upstream` or `DATABASE_URL`); clients' database and user pass through unless it pins them.
+    /// nil when only `[databases]` entries are configured.
+    public var upstream: ConnInfo?
+    /// `session` (default), `transaction` or `statement`.
+    public var poolMode: PoolMode
+    /// Server connections kept per pool (default 5).
+    public var poolSize: Int
+    /// Connections opened eagerly and kept warm (default 0).
+    public var minSize: Int
+    /// Extra connections allowed above `poolSize` during spikes (default 10).
+    public var maxOverflow: Int
+    /// How long a client waits for a server connection before an error (default 30 s).
+    public var poolTimeout: Duration
+    /// Close server connections older than this when they are returned; nil = never (default).
+    public var poolRecycle: Duration?
+    /// Verify an idle connection before handing it out (default true).
+    public var prePing: Bool
+    /// Only connections idle longer than this are verified (default 1 s; 0 = on every checkout).
+    public var prePingDelay: Duration
+    /// Close connections above `minSize` that stayed idle this long; nil = never (default 600 s).
+    public var idleTimeout: Duration?
+    /// Report a lease held longer than this once; nil = off (default).
+    public var leakThreshold: Duration?
+    /// Client connections accepted in total (default 100).
+    public var maxClientConn: Int
+    /// On SIGTERM, how long transactions in flight may finish before connections are closed (default 30 s).
+    public var drainTimeout: Duration
+    /// Sent to a server connection before another client gets it; nil = none (default `DISCARD ALL`).
+    public var resetQuery: String?
+    /// Logging threshold (default `info`).
+    public var logLevel: LogLevel
+    /// How clients authenticate; nil = not set (only allowed while `listen` is a loopback address).
+    public var authType: AuthType?
+    /// PgBouncer-style userlist file with client passwords; required by `md5` and `scram-sha-256`.
+    public var authFile: String?
+    /// `[databases.NAME]` entries, sorted by name, with every pool setting resolved.
+    public var databases: [DatabaseConfiguration]
+    /// Where each value came from, warnings, and how to load it again. Not part of `==`.
+    public var provenance: Provenance
+
+    /// The built-in defaults (no upstream: not valid on its own).
+    public static let defaults = LifeguardConfiguration(
+        listen: ListenAddress(host: "127.0.0.1", port: 6432),
+        metricsListen: ListenAddress(host: "127.0.0.1", port: 9187),
+        upstream: nil,
+        poolMode: .session,
+        poolSize: 5,
+        minSize: 0,
+        maxOverflow: 10,
+        poolTimeout: .seconds(30),
+        poolRecycle: nil,
+        prePing: true,
+        prePingDelay: .seconds(1),
+        idleTimeout: .seconds(600),
+        leakThreshold: nil,
+        maxClientConn: 100,
+        drainTimeout: .seconds(30),
+        resetQuery: "DISCARD ALL",
+        logLevel: .info,
+        authType: nil,
+        authFile: nil,
+        databases: [],
+        provenance: Provenance()
+    )
+
+    /// The `[databases.NAME]` entry for `name`, if any.
+    public func database(named name: String) -> DatabaseConfiguration? {
+        self.databases.first { $0.name == name }
+    }
+}
+
+/// A `[databases.NAME]` entry: the pool for clients that connect to database `name`.
+public struct DatabaseConfiguration: Sendable, Equatable {
+    /// The database name clients ask for.
+    public var name: String
+    /// Where that database really is.
+    public var dsn: ConnInfo
+    /// The entry's own value, or the top-level one.
+    public var poolMode: PoolMode
+    public var poolSize: Int
+    public var minSize: Int
+    public var maxOverflow: Int
+    public var poolTimeout: Duration
+
+    public init(
+        name: String,
+        dsn: ConnInfo,
+        poolMode: PoolMode,
+        poolSize: Int,
+        minSize: Int,
+        maxOverflow: Int,
+        poolTimeout: Duration
+    ) {
+        self.name = name
+        self.dsn = dsn
+        self.poolMode = poolMode
+        self.poolSize = poolSize
+        self.minSize = minSize
+        self.maxOverflow = maxOverflow
+        self.poolTimeout = poolTimeout
+    }
+}
+
+/// Where configuration values came from, for `check-config` and reloads. Always equal to another `Provenance`, so that
+/// it does not take part in ``LifeguardConfiguration``'s `==`.
+public struct Provenance: Sendable, Equatable {
+    /// Origin of each value, keyed `pool_size` or `databases.NAME.pool_size`; absent keys are defaults.
+    public var origins: [String: SettingOrigin] = [:]
+    /// Things worth saying that are not errors (an unknown `LIFEGUARD_*` variable close to a known one).
+    public var warnings: [String] = []
+    /// What the configuration was loaded from; ``LifeguardConfiguration/reloaded()`` loads it again.
+    public var sources: ConfigurationSources? = nil
+
+    public init() {}
+
+    public static func == (lhs: Provenance, rhs: Provenance) -> Bool { true }
+}
+
+/// Where one value came from.
+public enum SettingOrigin: Sendable, Hashable, CustomStringConvertible {
+    case `default`
+    /// The configuration file; `line` when it could be found.
+    case file(path: String, line: Int?)
+    case environment(String)
+    case flag(String)
+    /// A `[databases]` entry that did not set this value takes the top-level one.
+    case inherited
+
+    public var description: String {
+        switch self {
+        case .default: "default"
+        case .file(let path, let line?): "\(path):\(line)"
+        case .file(let path, nil): path
+        case .environment(let variable): variable
+        case .flag(let flag): flag
+        case .inherited: "inherited"
+        }
+    }
+}
+
+/// `HOST:PORT`; IPv6 hosts are written in brackets (`[::1]:6432`).
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    /// Host name or IP address, without brackets.
+    public var host: String
+    /// 0 lets the operating system choose a free port (useful in tests).
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Loopback addresses: `localhost`, 127.0.0.0/8 and `::1`.
+    public var isLoopback: Bool {
+        if self.host == "localhost" || self.host == "::1" { return true }
+        let octets = self.host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
+
+    public var description: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+}
+
+/// When a server connection goes back to the pool.
+public enum PoolMode: String, Sendable, CaseIterable {
+    /// When the client disconnects.
+    case session
+    /// When a transaction ends (`ReadyForQuery` with status `I`).
+    case transaction
+    /// After every statement; multi-statement transactions are refused.
+    case statement
+}
+
+/// Logging thresholds, named as swift-log names them.
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+/// How Lifeguard authenticates clients.
+public enum AuthType: String, Sendable, CaseIterable {
+    case trust
+    case md5
+    case scramSHA256 = "scram-sha-256"
+}

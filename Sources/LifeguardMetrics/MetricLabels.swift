@@ -1,0 +1,55 @@
+/// `state` of `lifeguard_pool_connections`.
+public enum PoolConnectionState: String, Sendable, CaseIterable {
+    case idle
+    case used
+}
+
+/// `state` of `lifeguard_client_connections`.
+public enum ClientConnectionState: String, Sendable, CaseIterable {
+    /// Holding a server connection.
+    case active
+    /// Waiting for a server connection.
+    case waiting
+    /// Connected, between transactions, holding nothing.
+    case idle
+}
+
+/// `reason` of `lifeguard_pool_connection_errors_total`.
+public enum ConnectionErrorReason: String, Sendable, CaseIterable {
+    /// The TCP or TLS connection to the server could not be made.
+    case connect
+    /// The server refused the credentials.
+    case auth
+    /// Connecting took longer than the connect timeout.
+    case timeout
+    /// The server answered with an error (for example too many connections, or shutting down).
+    case server
+    /// An established connection broke (reset, unexpected EOF, protocol error).
+    case broken
+}
+
+/// `reason` of `lifeguard_pool_connections_closed_total`.
+public enum ConnectionCloseReason: String, Sendable, CaseIterable {
+    /// Older than `pool_recycle`.
+    case recycle
+    /// Unused for `idle_timeout`.
+    case idle
+    /// Failed the `pre_ping` check.
+    case pingFailed = "ping_failed"
+    /// Broken or in an unusable state.
+    case error
+    /// An overflow connection returned when the pool no longer needed it.
+    case overflow
+    /// Closed while draining or shutting down.
+    case shutdown
+}
+
+/// `reason` of `lifeguard_client_rejected_total`.
+public enum ClientRejectReason: String, Sendable, CaseIterable {
+    /// `max_client_conn` client connections were already open.
+    case maxClientConn = "max_client_conn"
+    /// The client failed authentication.
+    case auth
+    /// The client spoke something that is not the PostgreSQL protocol, or a refused part of it.
+    case `protocol`
+}

@@ -1,0 +1,165 @@
+import Prometheus
+
+/// The series of one pool, keyed by (database, user). Get it from ``LifeguardMetrics/pool(database:user:)``.
+///
+/// Every method is a few atomic operations (histograms: a short lock held only to add one sample), safe from any
+/// thread, and never waits on a scrape.
+public final class PoolMetrics: Sendable {
+    public let database: String
+    public let user: String
+
+    private let size: Series<Gauge>
+    private let maxOverflow: Series<Gauge>
+    private let connections: [Series<Gauge>]  // indexed like PoolConnectionState.allCases
+    private let checkedOutNow: Series<Gauge>
+    private let overflow: Series<Gauge>
+    private let waiting: Series<Gauge>
+    private let wait: Series<DurationHistogram>
+    private let use: Series<DurationHistogram>
+    private let connect: Series<DurationHistogram>
+    private let checkouts: Series<Counter>
+    private let timeouts: Series<Counter>
+    private let connectionErrors: [ConnectionErrorReason: Series<Counter>]
+    private let connectionsClosed: [ConnectionCloseReason: Series<Counter>]
+    private let leaks: Series<Counter>
+    private let transactionCount: Series<Counter>
+    private let queryCount: Series<Counter>
+
+    init(database: String, user: String) {
+        self.database = database
+        self.user = user
+        let labels = [("database", database), ("user", user)]
+        self.size = Series(.poolSize, labels)
+        self.maxOverflow = Series(.poolMaxOverflow, labels)
+        self.connections = PoolConnectionState.allCases.map {
+            Series(.poolConnections, labels + [("state", $0.rawValue)])
+        }
+        self.checkedOutNow = Series(.poolCheckedOut, labels)
+        self.overflow = Series(.poolOverflow, labels)
+        self.waiting = Series(.poolWaitingClients, labels)
+        self.wait = Series(.poolWaitSeconds, labels, buckets: MetricBuckets.latency)
+        self.use = Series(.poolUseSeconds, labels, buckets: MetricBuckets.use)
+        self.connect = Series(.poolConnectSeconds, labels, buckets: MetricBuckets.latency)
+        self.checkouts = Series(.poolCheckoutsTotal, labels)
+        self.timeouts = Series(.poolTimeoutsTotal, labels)
+        self.connectionErrors = Dictionary(
+            uniqueKeysWithValues: ConnectionErrorReason.allCases.map {
+                ($0, Series(.poolConnectionErrorsTotal, labels + [("reason", $0.rawValue)]))
+            }
+        )
+        self.connectionsClosed = Dictionary(
+            uniqueKeysWithValues: ConnectionCloseReason.allCases.map {
+                ($0, Series(.poolConnectionsClosedTotal, labels + [("reason", $0.rawValue)]))
+            }
+        )
+        self.leaks = Series(.poolLeaksSuspectedTotal, labels)
+        self.transactionCount = Series(.transactionsTotal, labels)
+        self.queryCount = Series(.queriesTotal, labels)
+    }
+
+    // MARK: Gauges
+
+    /// Sets `lifeguard_pool_size` and `lifeguard_pool_max_overflow` (at start and after a reload).
+    public func setConfigured(poolSize: Int, maxOverflow: Int) {
+        self.size.set(poolSize)
+        self.maxOverflow.set(maxOverflow)
+    }
+
+    /// Sets the pool's state gauges from one snapshot of the pool, so that they agree with each other.
+    ///
+    /// - Parameters:
+    ///   - idle: open server connections nobody holds (`lifeguard_pool_connections{state="idle"}`).
+    ///   - used: open server connections in use (`lifeguard_pool_connections{state="used"}`).
+    ///   - checkedOut: server connections handed to clients now (`lifeguard_pool_checked_out`).
+    ///   - overflow: open connections above `pool_size` (`lifeguard_pool_overflow`).
+    ///   - waiting: clients waiting for a connection (`lifeguard_pool_waiting_clients`).
+    public func setConnections(idle: Int, used: Int, checkedOut: Int, overflow: Int, waiting: Int) {
+        self.connections[0].set(idle)
+        self.connections[1].set(used)
+        self.checkedOutNow.set(checkedOut)
+        self.overflow.set(overflow)
+        self.waiting.set(waiting)
+    }
+
+    // MARK: Histograms
+
+    /// Records one `lifeguard_pool_wait_seconds` sample: from asking for a connection to getting one.
+    public func observeWait(_ duration: Duration) {
+        self.wait.observe(duration)
+    }
+
+    /// Records one `lifeguard_pool_use_seconds` sample: how long a client held a server connection.
+    public func observeUse(_ duration: Duration) {
+        self.use.observe(duration)
+    }
+
+    /// Records one `lifeguard_pool_connect_seconds` sample: opening and authenticating a server connection.
+    public func observeConnect(_ duration: Duration) {
+        self.connect.observe(duration)
+    }
+
+    // MARK: Counters
+
+    /// Counts one connection handed out (`lifeguard_pool_checkouts_total`).
+    public func checkedOut() {
+        self.checkouts.increment()
+    }
+
+    /// Counts one client that gave up after `pool_timeout` (`lifeguard_pool_timeouts_total`).
+    public func timedOut() {
+        self.timeouts.increment()
+    }
+
+    /// Counts one failed connect or broken connection (`lifeguard_pool_connection_errors_total`).
+    public func connectionError(reason: ConnectionErrorReason) {
+        self.connectionErrors[reason]!.increment()
+    }
+
+    /// Counts one server connection closed by the pool (`lifeguard_pool_connections_closed_total`).
+    public func connectionClosed(reason: ConnectionCloseReason) {
+        self.connectionsClosed[reason]!.increment()
+    }
+
+    /// Counts one hold that passed `leak_threshold` (`lifeguard_pool_leaks_suspected_total`).
+    public func leakSuspected() {
+        self.leaks.increment()
+    }
+
+    /// Adds `count` completed transactions (`lifeguard_transactions_total`).
+    public func transactions(_ count: Int) {
+        self.transactionCount.increment(by: count)
+    }
+
+    /// Adds `count` queries (`lifeguard_queries_total`).
+    public func queries(_ count: Int) {
+        self.queryCount.increment(by: count)
+    }
+
+    // MARK: Rendering
+
+    /// Writes this pool's series of `family`, if it has any.
+    func emit(_ family: LifeguardMetric, into buffer: inout [UInt8]) {
+        switch family {
+        case .poolSize: self.size.emit(into: &buffer)
+        case .poolMaxOverflow: self.maxOverflow.emit(into: &buffer)
+        case .poolConnections: for series in self.connections { series.emit(into: &buffer) }
+        case .poolCheckedOut: self.checkedOutNow.emit(into: &buffer)
+        case .poolOverflow: self.overflow.emit(into: &buffer)
+        case .poolWaitingClients: self.waiting.emit(into: &buffer)
+        case .poolWaitSeconds: self.wait.emit(into: &buffer)
+        case .poolUseSeconds: self.use.emit(into: &buffer)
+        case .poolConnectSeconds: self.connect.emit(into: &buffer)
+        case .poolCheckoutsTotal: self.checkouts.emit(into: &buffer)
+        case .poolTimeoutsTotal: self.timeouts.emit(into: &buffer)
+        case .poolConnectionErrorsTotal:
+            // allCases, not the dictionary, fixes the order.
+            for reason in ConnectionErrorReason.allCases { self.connectionErrors[reason]!.emit(into: &buffer) }
+        case .poolConnectionsClosedTotal:
+            for reason in ConnectionCloseReason.allCases { self.connectionsClosed[reason]!.emit(into: &buffer) }
+        case .poolLeaksSuspectedTotal: self.leaks.emit(into: &buffer)
+        case .transactionsTotal: self.transactionCount.emit(into: &buffer)
+        case .queriesTotal: self.queryCount.emit(into: &buffer)
+        default: break
+        }
+    }
+}

@@ -1,0 +1,87 @@
+/// Why a server connection failed or broke; the `reason` label of `lifeguard_pool_connection_errors_total`.
+public enum ConnectionErrorReason: String, CaseIterable, Sendable {
+    /// The TCP/TLS connection could not be made or was refused.
+    case connect
+    /// The server rejected the credentials.
+    case auth
+    /// Connecting or a check took too long.
+    case timeout
+    /// The server answered with an error (for example too many connections, database does not exist).
+    case server
+    /// An open connection stopped working (closed by the server, a failed read or write).
+    case broken
+}
+
+/// Why the pool closed a server connection; the `reason` label of `lifeguard_pool_connections_closed_total`.
+public enum CloseReason: String, CaseIterable, Sendable {
+    /// Older than `pool_recycle`.
+    case recycle
+    /// Idle longer than `idle_timeout` while above `min_size`.
+    case idle
+    /// The pre-ping check failed.
+    case pingFailed = "ping_failed"
+    /// Reported broken.
+    case error
+    /// Not needed: `pool_size` connections are already idle, or the pool is above its (reduced) limit.
+    case overflow
+    /// The pool is shutting down.
+    case shutdown
+}
+
+/// A failed attempt to open a server connection, as reported by the connection factory.
+public struct ConnectError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var reason: ConnectionErrorReason
+    /// What went wrong, safe to show to a client (no password).
+    public var message: String
+
+    public init(reason: ConnectionErrorReason, message: String) {
+        self.reason = reason
+        self.message = message
+    }
+
+    public var description: String { "\(self.reason.rawValue): \(self.message)" }
+}
+
+/// Why a client's request for a server connection failed. ``message`` is what the client sees.
+public struct PoolError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The kind of failure, for the proxy to choose a SQLSTATE.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case timeout
+            case connectFailed
+            case shuttingDown
+            case cancelled
+        }
+
+        private let base: Base
+
+        private init(_ base: Base) {
+            self.base = base
+        }
+
+        /// No connection became available within `pool_timeout`.
+        public static let timeout = Code(.timeout)
+        /// `pool_timeout` passed while connecting to the server kept failing; ``PoolError/connectError`` says why.
+        public static let connectFailed = Code(.connectFailed)
+        /// The pool is shutting down and hands out nothing.
+        public static let shuttingDown = Code(.shuttingDown)
+        /// The request was cancelled by its owner (the client went away).
+        public static let cancelled = Code(.cancelled)
+
+        public var description: String { self.base.rawValue }
+    }
+
+    public var code: Code
+    /// A complete sentence naming the pool and the setting to change.
+    public var message: String
+    /// The last connect error, for ``Code/connectFailed``.
+    public var connectError: ConnectError?
+
+    public init(code: Code, message: String, connectError: ConnectError? = nil) {
+        self.code = code
+        self.message = message
+        self.connectError = connectError
+    }
+
+    public var description: String { self.message }
+}

@@ -1,0 +1,51 @@
+/// What can happen to a pool; fed to ``PoolStateMachine/handle(_:now:)``.
+public enum PoolEvent: Sendable, Equatable {
+    /// Open `min_size` connections.
+    case start
+    /// A client asks for a connection. The id must be new.
+    case leaseRequested(RequestID)
+    /// The client went away; a request still waiting is failed with ``PoolError/Code/cancelled``.
+    case requestCancelled(RequestID)
+    /// The factory opened a connection asked for by ``PoolAction/createConnection(_:)``.
+    case connectionEstablished(ConnectionID)
+    /// The factory could not open the connection.
+    case connectFailed(ConnectionID, ConnectError)
+    /// A client gave its connection back in a clean state.
+    case connectionReleased(ConnectionID)
+    /// A leased or idle connection broke.
+    case connectionBroken(ConnectionID, ConnectionErrorReason)
+    /// A ping asked for by ``PoolAction/ping(_:for:)`` answered.
+    case pingSucceeded(ConnectionID)
+    /// A ping asked for by ``PoolAction/ping(_:for:)`` failed.
+    case pingFailed(ConnectionID)
+    /// A timer asked for by ``PoolAction/scheduleTimer(_:)`` reached its deadline.
+    case timerFired(PoolTimer)
+    /// New settings (configuration reload).
+    case reconfigure(PoolConfiguration)
+    /// Stop handing out, fail the waiters, close idle connections now and the others when they come back.
+    case shutdown
+    /// The drain timeout passed: close leased connections too.
+    case closeLeased
+}
+
+/// What the live pool must do; returned by ``PoolStateMachine/handle(_:now:)`` in the order to run them.
+public enum PoolAction: Sendable, Equatable {
+    /// Open a new server connection with this id.
+    case createConnection(ConnectionID)
+    /// Hand the connection to the request.
+    case lease(ConnectionID, to: RequestID)
+    /// Check the connection before it goes to the request; answer with `pingSucceeded` or `pingFailed`.
+    case ping(ConnectionID, for: RequestID)
+    /// Close the connection; the pool has forgotten it.
+    case close(ConnectionID, CloseReason)
+    /// Fail the request with this error.
+    case failRequest(RequestID, PoolError)
+    /// Feed `timer` back as ``PoolEvent/timerFired(_:)`` at its deadline.
+    case scheduleTimer(PoolTimer)
+    /// The timer is no longer needed.
+    case cancelTimer(PoolTimer.ID)
+    /// Report to the observer.
+    case observe(PoolObservation)
+    /// Shutdown finished: no connection is left.
+    case shutdownComplete
+}

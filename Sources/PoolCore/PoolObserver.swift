@@ -1,0 +1,38 @@
+/// Something that happened in a pool, for the metrics layer. The state machine returns these as actions.
+public enum PoolObservation: Sendable, Equatable {
+    /// A connection was handed to a client after waiting this long (`lifeguard_pool_wait_seconds`).
+    case leased(waited: Duration)
+    /// A client gave a connection back, clean or broken, after holding it this long (`lifeguard_pool_use_seconds`).
+    case returned(heldFor: Duration)
+    /// A connection was opened and authenticated in this time (`lifeguard_pool_connect_seconds`).
+    case connected(took: Duration)
+    /// Opening a connection failed.
+    case connectFailed(ConnectionErrorReason)
+    /// An open connection broke, while in use, idle, or found by a failed pre-ping.
+    case connectionErrored(ConnectionErrorReason)
+    /// A connection was closed.
+    case closed(CloseReason)
+    /// A client gave up after `pool_timeout`.
+    case timedOut
+    /// A lease passed `leak_threshold`; reported once per lease.
+    case leakSuspected(heldFor: Duration)
+}
+
+/// Receives a pool's observations and its changed stats. Implemented by the metrics layer.
+///
+/// Called by the live pool outside its lock, possibly from several threads at once; `statsChanged` calls
+/// are ordered (a newer snapshot is never followed by an older one). Must not call back into the pool.
+public protocol PoolObserver: Sendable {
+    func pool(_ key: PoolKey, observed: PoolObservation)
+    func pool(_ key: PoolKey, statsChanged: PoolStats)
+}
+
+extension PoolObserver {
+    public func pool(_ key: PoolKey, observed: PoolObservation) {}
+    public func pool(_ key: PoolKey, statsChanged: PoolStats) {}
+}
+
+/// The default observer: ignores everything.
+public struct NoOpPoolObserver: PoolObserver {
+    public init() {}
+}

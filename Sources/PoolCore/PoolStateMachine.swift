@@ -1,0 +1,543 @@
+import DequeModule
+
+/// The pooling rules of one pool, as a value: events in, actions out.
+///
+/// No I/O, no clock reads: every event carries `now`, and timers come back as ``PoolAction/scheduleTimer(_:)``.
+/// The live pool (`ConnectionPool`) keeps one of these behind a lock and runs the actions after unlocking.
+///
+/// The rules: at most `poolSize + maxOverflow` connections open or connecting; `minSize` kept open; waiters served
+/// strictly first come, first served; a waiter fails after `poolTimeout` (with the last connect error if connects
+/// are failing); connections older than `poolRecycle` are closed when returned or when they would be handed out,
+/// never while leased; an idle connection unused for longer than `prePingDelay` is pinged before it is handed out;
+/// an overflow connection returned while `poolSize` connections are idle is closed; idle connections above
+/// `minSize` close after `idleTimeout`; a lease longer than `leakThreshold` is reported once; failed connects are
+/// retried with capped exponential backoff and jitter.
+public struct PoolStateMachine: Sendable {
+    public let key: PoolKey
+    /// The settings in force, normalized (see ``PoolConfiguration/normalized()``).
+    public private(set) var configuration: PoolConfiguration
+
+    var phase: Phase = .running
+    var connections: [ConnectionID: ConnectionState] = [:]
+    /// Requests waiting for a connection, oldest first. Requests whose connection is being pinged are held by
+    /// that connection instead, and come back here (at their place) if the ping fails.
+    var queue: Deque<Waiter> = []
+    /// Gauges and counters, changed with every transition (`overflow` is derived when read).
+    private(set) var counts = PoolStats()
+    var random: SplitMix64
+    private var nextConnectionID = 0
+    private var nextTimerID = 0
+    private var nextSeq = 0
+    /// Collects the actions of the event being handled.
+    private var actions: [PoolAction] = []
+
+    /// - Parameter jitterSeed: seeds the backoff jitter; pass a random value in production, a fixed one in tests.
+    public init(key: PoolKey, configuration: PoolConfiguration, jitterSeed: UInt64) {
+        self.key = key
+        self.configuration = configuration.normalized()
+        self.random = SplitMix64(seed: jitterSeed)
+    }
+
+    /// Current gauges and counters.
+    public var stats: PoolStats {
+        var stats = self.counts
+        stats.overflow = max(0, stats.open - self.configuration.poolSize)
+        return stats
+    }
+
+    /// True once shutdown has completed.
+    public var isShutDown: Bool { self.phase == .shutDown }
+
+    /// Feeds one event; returns what to do, in order.
+    public mutating func handle(_ event: PoolEvent, now: ContinuousClock.Instant) -> [PoolAction] {
+        switch event {
+        case .start:
+            self.fillDemand(now: now)
+        case .leaseRequested(let request):
+            self.leaseRequested(request, now: now)
+        case .requestCancelled(let request):
+            self.requestCancelled(request)
+        case .connectionEstablished(let id):
+            self.connectionEstablished(id, now: now)
+        case .connectFailed(let id, let error):
+            self.connectFailed(id, error: error, now: now)
+        case .connectionReleased(let id):
+            self.connectionReleased(id, now: now)
+        case .connectionBroken(let id, let reason):
+            self.connectionBroken(id, reason: reason, now: now)
+        case .pingSucceeded(let id):
+            self.pingSucceeded(id, now: now)
+        case .pingFailed(let id):
+            self.pingFailed(id, now: now)
+        case .timerFired(let timer):
+            self.timerFired(timer, now: now)
+        case .reconfigure(let configuration):
+            self.reconfigure(configuration, now: now)
+        case .shutdown:
+            self.shutdown()
+        case .closeLeased:
+            self.closeLeased()
+        }
+        let actions = self.actions
+        self.actions = []
+        return actions
+    }
+
+    // MARK: Events
+
+    private mutating func leaseRequested(_ request: RequestID, now: ContinuousClock.Instant) {
+        guard self.isAcceptingRequests else {
+            self.emit(.failRequest(request, self.shuttingDownError()))
+            return
+        }
+        let waiter = Waiter(
+            request: request,
+            seq: self.nextSeq,
+            since: now,
+            deadline: now + self.configuration.poolTimeout,
+            timer: nil
+        )
+        self.nextSeq += 1
+        self.counts.waiting += 1
+        // Appended behind everyone already waiting: a new request never overtakes.
+        self.queue.append(waiter)
+        self.serveQueue(now: now)
+        if let last = self.queue.last, last.request == request, last.timer == nil {
+            self.queue[self.queue.count - 1].timer = self.schedule(.requestTimeout(request), at: last.deadline)
+        }
+        self.fillDemand(now: now)
+    }
+
+    private mutating func requestCancelled(_ request: RequestID) {
+        guard let waiter = self.removeWaiter(request) else { return }
+        if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
+        self.fail(waiter, self.cancelledError())
+    }
+
+    private mutating func connectionEstablished(_ id: ConnectionID, now: ContinuousClock.Instant) {
+        guard case .connecting(let since) = self.connections[id] else { return }
+        self.observe(.connected(took: now - since))
+        if case .connectFailing(let failing) = self.phase {
+            if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }
+            self.phase = .running
+        }
+        self.connectionAvailable(id, openedAt: now, now: now)
+        // Other waiters may have been held back by the backoff.
+        self.fillDemand(now: now)
+    }
+
+    private mutating func connectFailed(_ id: ConnectionID, error: ConnectError, now: ContinuousClock.Instant) {
+        guard case .connecting = self.connections[id] else { return }
+        self.setState(id, nil)
+        self.observe(.connectFailed(error.reason))
+        let failures: Int
+        switch self.phase {
+        case .running:
+            failures = 1
+        case .connectFailing(let failing):
+            if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }
+            failures = failing.failures + 1
+        case .shuttingDown:
+            self.checkShutdownComplete()
+            return
+        case .shutDown:
+            return
+        }
+        let retryAt = now + self.backoffDelay(failures: failures)
+        let timer = self.schedule(.connectRetry, at: retryAt)
+        self.phase = .connectFailing(
+            ConnectFailing(failures: failures, lastError: error, retryAt: retryAt, retryTimer: timer)
+        )
+    }
+
+    private mutating func connectionReleased(_ id: ConnectionID, now: ContinuousClock.Instant) {
+        // A release of a connection that is not leased (unknown, closed by the drain timeout) is ignored.
+        guard case .leased(let lease) = self.connections[id] else { return }
+        if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
+        self.observe(.returned(heldFor: now - lease.since))
+        self.connectionAvailable(id, openedAt: lease.openedAt, now: now)
+    }
+
+    private mutating func connectionBroken(
+        _ id: ConnectionID,
+        reason: ConnectionErrorReason,
+        now: ContinuousClock.Instant
+    ) {
+        switch self.connections[id] {
+        case .leased(let lease):
+            if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
+            self.observe(.returned(heldFor: now - lease.since))
+        case .idle(let idle):
+            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+        case .pinging(let pinging):
+            // The ping's answer will find no connection and be ignored.
+            if let waiter = pinging.waiter { self.requeue(waiter) }
+        case .connecting, nil:
+            return
+        }
+        self.observe(.connectionErrored(reason))
+        self.close(id, .error)
+        self.afterClose(now: now)
+    }
+
+    private mutating func pingSucceeded(_ id: ConnectionID, now: ContinuousClock.Instant) {
+        guard case .pinging(let pinging) = self.connections[id] else { return }
+        if let waiter = pinging.waiter, self.isAcceptingRequests {
+            self.lease(id, openedAt: pinging.openedAt, to: waiter, now: now)
+        } else {
+            self.connectionAvailable(id, openedAt: pinging.openedAt, now: now)
+        }
+    }
+
+    private mutating func pingFailed(_ id: ConnectionID, now: ContinuousClock.Instant) {
+        guard case .pinging(let pinging) = self.connections[id] else { return }
+        self.observe(.connectionErrored(.broken))
+        self.close(id, .pingFailed)
+        // The request keeps its place: it goes back to the queue in arrival order and is served first.
+        if let waiter = pinging.waiter { self.requeue(waiter) }
+        self.afterClose(now: now)
+    }
+
+    private mutating func timerFired(_ timer: PoolTimer, now: ContinuousClock.Instant) {
+        guard now >= timer.deadline else {
+            // Woken early: wait again.
+            self.emit(.scheduleTimer(timer))
+            return
+        }
+        switch timer.kind {
+        case .requestTimeout(let request):
+            self.requestTimedOut(request, timer: timer.id)
+        case .idleTimeout(let id):
+            self.idleTimedOut(id, timer: timer.id, now: now)
+        case .leak(let id):
+            guard case .leased(var lease) = self.connections[id], lease.leakTimer == timer.id else { return }
+            lease.leakTimer = nil
+            self.setState(id, .leased(lease))
+            self.observe(.leakSuspected(heldFor: now - lease.since))
+        case .connectRetry:
+            guard case .connectFailing(var failing) = self.phase, failing.retryTimer == timer.id else { return }
+            failing.retryTimer = nil
+            self.phase = .connectFailing(failing)
+            self.fillDemand(now: now)
+        }
+    }
+
+    private mutating func requestTimedOut(_ request: RequestID, timer: PoolTimer.ID) {
+        guard self.waiter(request)?.timer == timer, let waiter = self.removeWaiter(request) else { return }
+        let error: PoolError
+        if case .connectFailing(let failing) = self.phase {
+            error = self.connectFailedError(failing)
+        } else {
+            error = self.timeoutError()
+        }
+        self.fail(waiter, error)
+        self.observe(.timedOut)
+    }
+
+    private mutating func idleTimedOut(_ id: ConnectionID, timer: PoolTimer.ID, now: ContinuousClock.Instant) {
+        guard case .idle(var idle) = self.connections[id], idle.idleTimer == timer else { return }
+        if self.counts.open > self.configuration.minSize {
+            self.close(id, .idle)
+        } else if let idleTimeout = self.configuration.idleTimeout {
+            // Kept for min_size; look again later in case the pool has grown by then.
+            idle.idleTimer = self.schedule(.idleTimeout(id), at: now + idleTimeout)
+            self.setState(id, .idle(idle))
+        }
+    }
+
+    private mutating func reconfigure(_ configuration: PoolConfiguration, now: ContinuousClock.Instant) {
+        let old = self.configuration
+        self.configuration = configuration.normalized()
+        guard self.isAcceptingRequests else { return }
+        if old.idleTimeout != self.configuration.idleTimeout {
+            for id in self.connections.keys.sorted() {
+                guard case .idle(var idle) = self.connections[id] else { continue }
+                if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+                idle.idleTimer = self.configuration.idleTimeout.map {
+                    self.schedule(.idleTimeout(id), at: idle.idleSince + $0)
+                }
+                self.setState(id, .idle(idle))
+            }
+        }
+        // Shrink: idle connections go first, least recently used first; leased ones close when they come back.
+        while self.counts.idle > self.configuration.poolSize
+            || (self.counts.idle > 0
+                && self.counts.open + self.counts.connecting > self.configuration.maxConnections)
+        {
+            guard let id = self.idleConnection(mostRecent: false), case .idle(let idle) = self.connections[id]
+            else { break }
+            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            self.close(id, .overflow)
+        }
+        self.serveQueue(now: now)
+        self.fillDemand(now: now)
+    }
+
+    private mutating func shutdown() {
+        switch self.phase {
+        case .running:
+            break
+        case .connectFailing(let failing):
+            if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }
+        case .shuttingDown, .shutDown:
+            return
+        }
+        self.phase = .shuttingDown
+        var waiters = Array(self.queue)
+        self.queue.removeAll()
+        for id in self.connections.keys.sorted() {
+            guard case .pinging(var pinging) = self.connections[id], let waiter = pinging.waiter else { continue }
+            waiters.append(waiter)
+            pinging.waiter = nil
+            self.setState(id, .pinging(pinging))
+        }
+        for waiter in waiters.sorted(by: { $0.seq < $1.seq }) {
+            if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
+            self.fail(waiter, self.shuttingDownError())
+        }
+        for id in self.connections.keys.sorted() {
+            guard case .idle(let idle) = self.connections[id] else { continue }
+            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            self.close(id, .shutdown)
+        }
+        self.checkShutdownComplete()
+    }
+
+    private mutating func closeLeased() {
+        guard self.phase == .shuttingDown else { return }
+        for id in self.connections.keys.sorted() {
+            switch self.connections[id] {
+            case .leased(let lease):
+                if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
+                self.close(id, .shutdown)
+            case .pinging:
+                self.close(id, .shutdown)
+            case .idle, .connecting, nil:
+                break
+            }
+        }
+        self.checkShutdownComplete()
+    }
+
+    // MARK: Rules shared by the events
+
+    private var isAcceptingRequests: Bool {
+        switch self.phase {
+        case .running, .connectFailing: true
+        case .shuttingDown, .shutDown: false
+        }
+    }
+
+    /// Hands idle connections to waiters, oldest waiter first, most recently used connection first (so that
+    /// surplus connections stay unused and reach `idle_timeout`).
+    private mutating func serveQueue(now: ContinuousClock.Instant) {
+        while !self.queue.isEmpty, let id = self.idleConnection(mostRecent: true),
+            case .idle(let idle) = self.connections[id]
+        {
+            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            if let recycle = self.configuration.poolRecycle, now - idle.openedAt > recycle {
+                self.close(id, .recycle)
+                continue
+            }
+            var waiter = self.queue.removeFirst()
+            if self.configuration.prePing && now - idle.idleSince > self.configuration.prePingDelay {
+                if waiter.timer == nil {
+                    waiter.timer = self.schedule(.requestTimeout(waiter.request), at: waiter.deadline)
+                }
+                self.setState(id, .pinging(Pinging(openedAt: idle.openedAt, waiter: waiter)))
+                self.emit(.ping(id, for: waiter.request))
+            } else {
+                self.lease(id, openedAt: idle.openedAt, to: waiter, now: now)
+            }
+        }
+    }
+
+    /// Opens connections for waiters not covered by connects in flight, and up to `min_size`; never above
+    /// `poolSize + maxOverflow`, and while connects fail one at a time after the backoff.
+    private mutating func fillDemand(now: ContinuousClock.Instant) {
+        let inFlight = self.counts.connecting
+        let total = self.counts.open + inFlight
+        var wanted = max(self.queue.count - inFlight, self.configuration.minSize - total, 0)
+        wanted = min(wanted, self.configuration.maxConnections - total)
+        switch self.phase {
+        case .running:
+            break
+        case .connectFailing(let failing):
+            wanted = inFlight > 0 || now < failing.retryAt ? 0 : min(wanted, 1)
+        case .shuttingDown, .shutDown:
+            wanted = 0
+        }
+        for _ in 0..<max(0, wanted) {
+            let id = ConnectionID(self.nextConnectionID)
+            self.nextConnectionID += 1
+            self.setState(id, .connecting(since: now))
+            self.emit(.createConnection(id))
+        }
+    }
+
+    /// A connection that is established, returned or verified goes to the oldest waiter, is kept idle, or is
+    /// closed when the pool does not need it.
+    private mutating func connectionAvailable(
+        _ id: ConnectionID,
+        openedAt: ContinuousClock.Instant,
+        now: ContinuousClock.Instant
+    ) {
+        guard self.isAcceptingRequests else {
+            self.close(id, .shutdown)
+            self.checkShutdownComplete()
+            return
+        }
+        if let recycle = self.configuration.poolRecycle, now - openedAt > recycle {
+            self.close(id, .recycle)
+            self.afterClose(now: now)
+            return
+        }
+        // Above the limit only after a reconfigure shrank it: shrink instead of handing out.
+        if self.counts.open + self.counts.connecting > self.configuration.maxConnections {
+            self.close(id, .overflow)
+            return
+        }
+        if let waiter = self.queue.popFirst() {
+            self.lease(id, openedAt: openedAt, to: waiter, now: now)
+            return
+        }
+        // SQLAlchemy's QueuePool: keep at most pool_size idle; the rest is overflow and closes.
+        if self.counts.idle >= self.configuration.poolSize {
+            self.close(id, .overflow)
+            return
+        }
+        let timer = self.configuration.idleTimeout.map { self.schedule(.idleTimeout(id), at: now + $0) }
+        self.setState(id, .idle(Idle(openedAt: openedAt, idleSince: now, idleTimer: timer)))
+    }
+
+    private mutating func lease(
+        _ id: ConnectionID,
+        openedAt: ContinuousClock.Instant,
+        to waiter: Waiter,
+        now: ContinuousClock.Instant
+    ) {
+        if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
+        let leakTimer = self.configuration.leakThreshold.map { self.makeTimer(.leak(id), at: now + $0) }
+        self.counts.waiting -= 1
+        self.setState(
+            id,
+            .leased(Lease(openedAt: openedAt, request: waiter.request, since: now, leakTimer: leakTimer?.id))
+        )
+        self.emit(.lease(id, to: waiter.request))
+        self.observe(.leased(waited: now - waiter.since))
+        if let leakTimer { self.emit(.scheduleTimer(leakTimer)) }
+    }
+
+    private mutating func afterClose(now: ContinuousClock.Instant) {
+        guard self.isAcceptingRequests else {
+            self.checkShutdownComplete()
+            return
+        }
+        self.serveQueue(now: now)
+        self.fillDemand(now: now)
+    }
+
+    private mutating func checkShutdownComplete() {
+        guard self.phase == .shuttingDown, self.connections.isEmpty else { return }
+        self.phase = .shutDown
+        self.emit(.shutdownComplete)
+    }
+
+    // MARK: Bookkeeping
+
+    /// The only place connection states change, so the gauges always count the states.
+    private mutating func setState(_ id: ConnectionID, _ state: ConnectionState?) {
+        if let old = self.connections[id] { self.count(old, by: -1) }
+        if let state { self.count(state, by: 1) }
+        self.connections[id] = state
+    }
+
+    private mutating func count(_ state: ConnectionState, by delta: Int) {
+        switch state {
+        case .connecting:
+            self.counts.connecting += delta
+        case .idle:
+            self.counts.idle += delta
+        case .pinging:
+            self.counts.used += delta
+        case .leased:
+            self.counts.used += delta
+            self.counts.checkedOut += delta
+        }
+    }
+
+    private mutating func close(_ id: ConnectionID, _ reason: CloseReason) {
+        self.setState(id, nil)
+        self.emit(.close(id, reason))
+        self.observe(.closed(reason))
+    }
+
+    private mutating func fail(_ waiter: Waiter, _ error: PoolError) {
+        self.counts.waiting -= 1
+        self.emit(.failRequest(waiter.request, error))
+    }
+
+    private func waiter(_ request: RequestID) -> Waiter? {
+        if let waiter = self.queue.first(where: { $0.request == request }) { return waiter }
+        for case .pinging(let pinging) in self.connections.values where pinging.waiter?.request == request {
+            return pinging.waiter
+        }
+        return nil
+    }
+
+    /// Takes a request out of the queue, or away from the connection being pinged for it.
+    private mutating func removeWaiter(_ request: RequestID) -> Waiter? {
+        if let index = self.queue.firstIndex(where: { $0.request == request }) {
+            return self.queue.remove(at: index)
+        }
+        for (id, state) in self.connections {
+            guard case .pinging(var pinging) = state, let waiter = pinging.waiter, waiter.request == request
+            else { continue }
+            pinging.waiter = nil
+            self.setState(id, .pinging(pinging))
+            return waiter
+        }
+        return nil
+    }
+
+    /// Puts a request back at its place (by arrival order).
+    private mutating func requeue(_ waiter: Waiter) {
+        let index = self.queue.firstIndex(where: { $0.seq > waiter.seq }) ?? self.queue.endIndex
+        self.queue.insert(waiter, at: index)
+    }
+
+    private func idleConnection(mostRecent: Bool) -> ConnectionID? {
+        var best: (id: ConnectionID, since: ContinuousClock.Instant)?
+        for (id, state) in self.connections {
+            guard case .idle(let idle) = state else { continue }
+            guard let current = best else {
+                best = (id, idle.idleSince)
+                continue
+            }
+            let newer = (idle.idleSince, id.rawValue) > (current.since, current.id.rawValue)
+            if newer == mostRecent { best = (id, idle.idleSince) }
+        }
+        return best?.id
+    }
+
+    private mutating func schedule(_ kind: PoolTimer.Kind, at deadline: ContinuousClock.Instant) -> PoolTimer.ID {
+        let timer = self.makeTimer(kind, at: deadline)
+        self.emit(.scheduleTimer(timer))
+        return timer.id
+    }
+
+    private mutating func makeTimer(_ kind: PoolTimer.Kind, at deadline: ContinuousClock.Instant) -> PoolTimer {
+        let id = PoolTimer.ID(self.nextTimerID)
+        self.nextTimerID += 1
+        return PoolTimer(id: id, kind: kind, deadline: deadline)
+    }
+
+    private mutating func observe(_ observation: PoolObservation) {
+        self.counts.count(observation)
+        self.emit(.observe(observation))
+    }
+
+    private mutating func emit(_ action: PoolAction) {
+        self.actions.append(action)
+    }
+}

@@ -1,0 +1,63 @@
+"""Fixtures of the black-box suite (see harness.py for the pieces).
+
+- `postgres`: one throwaway PostgreSQL 15 for the session (127.0.0.1, trust auth, database `appdb` owned by role
+  `app`); `.stop()`/`.start()` or `with postgres.outage():` for outage tests; always removed at the end.
+- `lifeguard`: a factory that starts `$LIFEGUARD_BIN run` on free 127.0.0.1 ports and waits for /healthz;
+  `.run(...)` runs one-shot commands. Every process is stopped with SIGTERM at the end of the test (SIGKILL if it
+  hangs, which fails the test, as does a crash).
+- `free_port`: a function returning a free 127.0.0.1 port below 32768.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import harness
+
+
+@pytest.fixture(scope="session")
+def lifeguard_bin() -> Path:
+    """The binary under test: $LIFEGUARD_BIN (scripts/test sets it), else the debug build."""
+    path = Path(os.environ.get("LIFEGUARD_BIN") or harness.ROOT / ".build" / "debug" / "lifeguard")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"lifeguard binary not found at {path}: build it (`swift build`) or set LIFEGUARD_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = harness.PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def free_port():
+    return harness.free_port
+
+
+@pytest.fixture
+def lifeguard(lifeguard_bin, tmp_path):
+    launcher = harness.LifeguardLauncher(lifeguard_bin, tmp_path)
+    yield launcher
+    problems = launcher.close()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def promtool_check():
+    """Runs `promtool check metrics` on a text; fails (not skips) when promtool is missing."""
+    def check(text: str):
+        try:
+            return harness.promtool_check_metrics(text)
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    return check

@@ -1,0 +1,665 @@
+import Testing
+
+@testable import PoolCore
+
+/// Exact actions for every rule. Timer ids are deterministic: they count up from 0 in the order timers are asked for.
+@Suite struct PoolStateMachineTests {
+    // MARK: pool_size and max_overflow
+
+    @Test func poolSizePlusOverflowBoundsConnectionsAndTheRestWait() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2, maxOverflow: 1))
+        let c = pool.clock
+        #expect(
+            pool.request(0) == [
+                .scheduleTimer(.init(id: .init(0), kind: .requestTimeout(R(0)), deadline: c.at(.seconds(30)))),
+                .createConnection(C(0)),
+            ]
+        )
+        #expect(
+            pool.request(1) == [
+                .scheduleTimer(.init(id: .init(1), kind: .requestTimeout(R(1)), deadline: c.at(.seconds(30)))),
+                .createConnection(C(1)),
+            ]
+        )
+        // The overflow connection.
+        #expect(
+            pool.request(2) == [
+                .scheduleTimer(.init(id: .init(2), kind: .requestTimeout(R(2)), deadline: c.at(.seconds(30)))),
+                .createConnection(C(2)),
+            ]
+        )
+        // pool_size + max_overflow reached: wait.
+        #expect(
+            pool.request(3) == [
+                .scheduleTimer(.init(id: .init(3), kind: .requestTimeout(R(3)), deadline: c.at(.seconds(30))))
+            ]
+        )
+        #expect(pool.stats.connecting == 3)
+        #expect(pool.stats.waiting == 4)
+
+        pool.advance(by: .seconds(1))
+        #expect(
+            pool.establish(0) == [
+                .observe(.connected(took: .seconds(1))), .cancelTimer(.init(0)), .lease(C(0), to: R(0)),
+                .observe(.leased(waited: .seconds(1))),
+            ]
+        )
+        _ = pool.establish(1)
+        _ = pool.establish(2)
+        #expect(pool.stats.checkedOut == 3)
+        #expect(pool.stats.overflow == 1)
+        #expect(pool.stats.waiting == 1)
+    }
+
+    @Test func overflowConnectionReturnedWhilePoolSizeAreIdleIsClosed() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2, maxOverflow: 1))
+        pool.leaseFresh(3)
+        #expect(pool.stats.overflow == 1)
+        pool.advance(by: .seconds(1))
+        #expect(pool.release(1) == [.observe(.returned(heldFor: .seconds(1)))])
+        #expect(pool.release(2) == [.observe(.returned(heldFor: .seconds(1)))])
+        #expect(pool.stats.idle == 2)
+        #expect(
+            pool.release(0) == [
+                .observe(.returned(heldFor: .seconds(1))), .close(C(0), .overflow), .observe(.closed(.overflow)),
+            ]
+        )
+        #expect(pool.stats.idle == 2)
+        #expect(pool.stats.overflow == 0)
+        #expect(pool.stats.closed[.overflow] == 1)
+    }
+
+    // MARK: min_size
+
+    @Test func minSizeIsOpenedAtStartAndReopenedAfterAClose() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3, minSize: 2))
+        #expect(pool.send(.start) == [.createConnection(C(0)), .createConnection(C(1))])
+        #expect(pool.establish(0) == [.observe(.connected(took: .zero))])
+        #expect(pool.establish(1) == [.observe(.connected(took: .zero))])
+        #expect(pool.stats.idle == 2)
+        #expect(
+            pool.send(.connectionBroken(C(0), .broken)) == [
+                .observe(.connectionErrored(.broken)), .close(C(0), .error), .observe(.closed(.error)),
+                .createConnection(C(2)),
+            ]
+        )
+    }
+
+    @Test func minSizeIsNeverAbovePoolSize() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2, minSize: 5, maxOverflow: 3))
+        #expect(pool.send(.start) == [.createConnection(C(0)), .createConnection(C(1))])
+    }
+
+    // MARK: pool_timeout
+
+    @Test func waiterFailsAtPoolTimeoutWithAMessageThatNamesPoolUsageAndSetting() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        let timer = PoolTimer(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(30)))
+        #expect(pool.request(1) == [.scheduleTimer(timer)])
+
+        // Woken early: nothing fails, the timer is asked for again.
+        pool.advance(by: .seconds(29))
+        #expect(pool.send(.timerFired(timer)) == [.scheduleTimer(timer)])
+
+        let actions = pool.fire(timer)
+        let error = try #require(actions.failure(of: R(1)))
+        #expect(actions == [.failRequest(R(1), error), .observe(.timedOut)])
+        #expect(error.code == .timeout)
+        #expect(
+            error.message
+                == "pool_timeout: no server connection for pool db/alice within 30s: 1 of 1 connections in use "
+                + "(pool_size 1 + max_overflow 0), 1 client waiting; raise pool_size or max_overflow, or "
+                + "pool_timeout if such waits are expected"
+        )
+        #expect(pool.stats.waiting == 0)
+        #expect(pool.stats.timeouts == 1)
+    }
+
+    // MARK: pool_recycle
+
+    @Test func oldConnectionIsClosedWhenReturnedNeverWhileLeased() {
+        var config = PoolHarness.configuration(poolSize: 2)
+        config.poolRecycle = .seconds(60)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        pool.advance(by: .seconds(120))
+        // Other traffic while C0 is older than pool_recycle: C0 is left alone.
+        #expect(
+            pool.request(1) == [
+                .scheduleTimer(
+                    .init(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(150)))
+                ),
+                .createConnection(C(1)),
+            ]
+        )
+        #expect(pool.stats.checkedOut == 1)
+        #expect(
+            pool.release(0) == [
+                .observe(.returned(heldFor: .seconds(120))), .close(C(0), .recycle), .observe(.closed(.recycle)),
+            ]
+        )
+    }
+
+    @Test func oldIdleConnectionIsClosedWhenItWouldBeHandedOut() {
+        var config = PoolHarness.configuration(poolSize: 2)
+        config.poolRecycle = .seconds(60)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(61))
+        #expect(
+            pool.request(1) == [
+                .close(C(0), .recycle), .observe(.closed(.recycle)),
+                .scheduleTimer(.init(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(91)))),
+                .createConnection(C(1)),
+            ]
+        )
+    }
+
+    // MARK: pre_ping
+
+    @Test func recentlyUsedConnectionIsHandedOutWithoutPing() {
+        var config = PoolHarness.configuration()
+        config.prePing = true
+        config.prePingDelay = .seconds(1)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(1))
+        #expect(pool.request(1) == [.lease(C(0), to: R(1)), .observe(.leased(waited: .zero))])
+    }
+
+    @Test func connectionUnusedLongerThanDelayIsPingedThenHandedOut() {
+        var config = PoolHarness.configuration()
+        config.prePing = true
+        config.prePingDelay = .seconds(1)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(3))
+        let timer = PoolTimer(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(33)))
+        #expect(pool.request(1) == [.scheduleTimer(timer), .ping(C(0), for: R(1))])
+        #expect(pool.stats.used == 1)
+        #expect(pool.stats.waiting == 1)
+        #expect(pool.stats.checkedOut == 0)
+        pool.advance(by: .milliseconds(10))
+        #expect(
+            pool.send(.pingSucceeded(C(0))) == [
+                .cancelTimer(timer.id), .lease(C(0), to: R(1)), .observe(.leased(waited: .milliseconds(10))),
+            ]
+        )
+    }
+
+    @Test func failedPingClosesAndTheSameRequestGetsTheNextIdleConnection() {
+        var config = PoolHarness.configuration(poolSize: 2)
+        config.prePing = true
+        config.prePingDelay = .seconds(1)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(2)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(1))
+        _ = pool.release(1)
+        pool.advance(by: .seconds(10))
+        // Most recently used first.
+        let timer = PoolTimer(id: .init(2), kind: .requestTimeout(R(2)), deadline: pool.clock.at(.seconds(41)))
+        #expect(pool.request(2) == [.scheduleTimer(timer), .ping(C(1), for: R(2))])
+        #expect(
+            pool.send(.pingFailed(C(1))) == [
+                .observe(.connectionErrored(.broken)), .close(C(1), .pingFailed), .observe(.closed(.pingFailed)),
+                .ping(C(0), for: R(2)),
+            ]
+        )
+    }
+
+    @Test func failedPingKeepsTheRequestsPlaceForAFreshConnection() {
+        var config = PoolHarness.configuration(poolSize: 1)
+        config.prePing = true
+        config.prePingDelay = .seconds(1)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(5))
+        #expect(
+            pool.request(1) == [
+                .scheduleTimer(.init(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(35)))),
+                .ping(C(0), for: R(1)),
+            ]
+        )
+        // A later request waits behind R1.
+        #expect(
+            pool.request(2) == [
+                .scheduleTimer(.init(id: .init(2), kind: .requestTimeout(R(2)), deadline: pool.clock.at(.seconds(35))))
+            ]
+        )
+        #expect(
+            pool.send(.pingFailed(C(0))) == [
+                .observe(.connectionErrored(.broken)), .close(C(0), .pingFailed), .observe(.closed(.pingFailed)),
+                .createConnection(C(1)),
+            ]
+        )
+        #expect(
+            pool.establish(1) == [
+                .observe(.connected(took: .zero)), .cancelTimer(.init(1)), .lease(C(1), to: R(1)),
+                .observe(.leased(waited: .zero)),
+            ]
+        )
+        #expect(pool.stats.waiting == 1)
+    }
+
+    // MARK: idle_timeout
+
+    @Test func idleConnectionsAboveMinSizeCloseAfterIdleTimeout() {
+        var config = PoolHarness.configuration(poolSize: 3, minSize: 1)
+        config.idleTimeout = .seconds(10)
+        var pool = PoolHarness(config)
+        let c = pool.clock
+        #expect(pool.send(.start) == [.createConnection(C(0))])
+        #expect(
+            pool.establish(0) == [
+                .observe(.connected(took: .zero)),
+                .scheduleTimer(.init(id: .init(0), kind: .idleTimeout(C(0)), deadline: c.at(.seconds(10)))),
+            ]
+        )
+        #expect(pool.request(0) == [.cancelTimer(.init(0)), .lease(C(0), to: R(0)), .observe(.leased(waited: .zero))])
+        #expect(
+            pool.request(1) == [
+                .scheduleTimer(.init(id: .init(1), kind: .requestTimeout(R(1)), deadline: c.at(.seconds(30)))),
+                .createConnection(C(1)),
+            ]
+        )
+        _ = pool.establish(1)
+        pool.advance(by: .seconds(1))
+        let idle0 = PoolTimer(id: .init(2), kind: .idleTimeout(C(0)), deadline: c.at(.seconds(11)))
+        #expect(pool.release(0) == [.observe(.returned(heldFor: .seconds(1))), .scheduleTimer(idle0)])
+        pool.advance(by: .seconds(1))
+        let idle1 = PoolTimer(id: .init(3), kind: .idleTimeout(C(1)), deadline: c.at(.seconds(12)))
+        #expect(pool.release(1) == [.observe(.returned(heldFor: .seconds(2))), .scheduleTimer(idle1)])
+
+        #expect(pool.fire(idle0) == [.close(C(0), .idle), .observe(.closed(.idle))])
+        // The last one is min_size: kept, and looked at again later.
+        #expect(
+            pool.fire(idle1) == [
+                .scheduleTimer(.init(id: .init(4), kind: .idleTimeout(C(1)), deadline: c.at(.seconds(22))))
+            ]
+        )
+        #expect(pool.stats.idle == 1)
+    }
+
+    // MARK: leak_threshold
+
+    @Test func leaseHeldLongerThanLeakThresholdIsReportedOncePerLease() {
+        var config = PoolHarness.configuration()
+        config.leakThreshold = .seconds(5)
+        var pool = PoolHarness(config)
+        let c = pool.clock
+        _ = pool.request(0)
+        let leak0 = PoolTimer(id: .init(1), kind: .leak(C(0)), deadline: c.at(.seconds(5)))
+        #expect(
+            pool.establish(0) == [
+                .observe(.connected(took: .zero)), .cancelTimer(.init(0)), .lease(C(0), to: R(0)),
+                .observe(.leased(waited: .zero)), .scheduleTimer(leak0),
+            ]
+        )
+        #expect(pool.fire(leak0) == [.observe(.leakSuspected(heldFor: .seconds(5)))])
+        pool.advance(by: .seconds(10))
+        #expect(pool.send(.timerFired(leak0)) == [])
+        #expect(pool.release(0) == [.observe(.returned(heldFor: .seconds(15)))])
+
+        let leak1 = PoolTimer(id: .init(2), kind: .leak(C(0)), deadline: c.at(.seconds(20)))
+        #expect(pool.request(1) == [.lease(C(0), to: R(1)), .observe(.leased(waited: .zero)), .scheduleTimer(leak1)])
+        #expect(pool.fire(leak1) == [.observe(.leakSuspected(heldFor: .seconds(5)))])
+        #expect(pool.stats.leaksSuspected == 2)
+    }
+
+    @Test func leakTimerOfAReturnedLeaseIsCancelledAndHarmless() {
+        var config = PoolHarness.configuration()
+        config.leakThreshold = .seconds(5)
+        var pool = PoolHarness(config)
+        _ = pool.request(0)
+        let leak0 = PoolTimer(id: .init(1), kind: .leak(C(0)), deadline: pool.clock.at(.seconds(5)))
+        #expect(pool.establish(0).last == .scheduleTimer(leak0))
+        pool.advance(by: .seconds(1))
+        #expect(pool.release(0) == [.cancelTimer(leak0.id), .observe(.returned(heldFor: .seconds(1)))])
+        #expect(pool.fire(leak0) == [])
+        #expect(pool.stats.leaksSuspected == 0)
+    }
+
+    // MARK: FIFO
+
+    @Test func returnedConnectionsGoToTheOldestWaiterAndNewRequestsQueueBehind() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        for index in 1...3 { _ = pool.request(index) }
+        #expect(pool.release(0).contains(.lease(C(0), to: R(1))))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(2))))
+        _ = pool.request(4)
+        #expect(pool.release(0).contains(.lease(C(0), to: R(3))))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(4))))
+        #expect(pool.stats.waiting == 0)
+    }
+
+    @Test func newConnectionGoesToTheOldestWaiter() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
+        pool.leaseFresh(1)
+        _ = pool.request(1)  // creates C1
+        _ = pool.request(2)
+        _ = pool.request(3)
+        #expect(pool.establish(1).contains(.lease(C(1), to: R(1))))
+    }
+
+    // MARK: connect failures
+
+    @Test func connectFailuresBackOffExponentiallyWithJitterUpToTheCap() throws {
+        var config = PoolHarness.configuration(poolSize: 2)
+        config.connectBackoffInitial = .milliseconds(100)
+        config.connectBackoffMax = .seconds(1)
+        var pool = PoolHarness(config, seed: 42)
+        _ = pool.request(0)
+        let error = ConnectError(reason: .connect, message: "connection refused")
+        var delays: [Duration] = []
+        var connection = 0
+        for attempt in 1...7 {
+            let failed = pool.send(.connectFailed(C(connection), error))
+            let retry = try #require(failed.scheduledTimers.first)
+            #expect(failed == [.observe(.connectFailed(.connect)), .scheduleTimer(retry)], "attempt \(attempt)")
+            #expect(retry.kind == .connectRetry)
+            delays.append(retry.deadline - pool.now)
+            if attempt == 1 {
+                // Backing off: a new request waits and opens nothing.
+                #expect(
+                    pool.request(1) == [
+                        .scheduleTimer(
+                            .init(id: .init(2), kind: .requestTimeout(R(1)), deadline: pool.now + .seconds(30))
+                        )
+                    ]
+                )
+            }
+            pool.advance(by: .milliseconds(1))
+            #expect(pool.send(.timerFired(retry)) == [.scheduleTimer(retry)], "early wake-up waits again")
+            connection += 1
+            // One attempt at a time, though two requests wait.
+            #expect(pool.fire(retry) == [.createConnection(C(connection))])
+        }
+        let caps: [Duration] = [
+            .milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1),
+            .seconds(1),
+        ]
+        for (delay, cap) in zip(delays, caps) {
+            #expect(delay >= cap / 2 && delay <= cap, "\(delays)")
+        }
+        #expect(zip(delays, caps).contains { $0 < $1 }, "jittered")
+        #expect(pool.stats.connectionErrors[.connect] == 7)
+
+        // A success ends the failing phase; the next failure starts again from the initial delay.
+        let established = pool.establish(connection)
+        #expect(established.contains(.lease(C(connection), to: R(0))))
+        #expect(established.last == .createConnection(C(connection + 1)))
+        let failedAgain = pool.send(.connectFailed(C(connection + 1), error))
+        let retry = try #require(failedAgain.scheduledTimers.first)
+        #expect(retry.deadline - pool.now <= .milliseconds(100))
+    }
+
+    @Test func backoffJitterIsDeterministicPerSeed() {
+        func delays(seed: UInt64) -> [Duration] {
+            var pool = PoolHarness(PoolHarness.configuration(), seed: seed)
+            _ = pool.request(0)
+            var result: [Duration] = []
+            for connection in 0..<5 {
+                let failed = pool.send(.connectFailed(C(connection), ConnectError(reason: .connect, message: "x")))
+                guard let retry = failed.scheduledTimers.first else { return result }
+                result.append(retry.deadline - pool.now)
+                _ = pool.fire(retry)
+            }
+            return result
+        }
+        #expect(delays(seed: 7).count == 5)
+        #expect(delays(seed: 7) == delays(seed: 7))
+        #expect(delays(seed: 7) != delays(seed: 8))
+    }
+
+    @Test func waiterKeepsWaitingThroughConnectFailuresAndGetsTheLastErrorAtItsTimeout() throws {
+        var config = PoolHarness.configuration(poolSize: 1)
+        config.poolTimeout = .seconds(1)
+        config.connectBackoffInitial = .milliseconds(100)
+        config.connectBackoffMax = .milliseconds(100)
+        var pool = PoolHarness(config)
+        let timeout = PoolTimer(id: .init(0), kind: .requestTimeout(R(0)), deadline: pool.clock.at(.seconds(1)))
+        #expect(pool.request(0) == [.scheduleTimer(timeout), .createConnection(C(0))])
+
+        let refused = pool.send(.connectFailed(C(0), ConnectError(reason: .connect, message: "connection refused")))
+        #expect(refused.failure(of: R(0)) == nil)
+        #expect(pool.fire(try #require(refused.scheduledTimers.first)) == [.createConnection(C(1))])
+        let lastError = ConnectError(reason: .auth, message: "password authentication failed for user \"alice\"")
+        let denied = pool.send(.connectFailed(C(1), lastError))
+        #expect(denied.failure(of: R(0)) == nil)
+        #expect(pool.stats.waiting == 1)
+
+        let actions = pool.fire(timeout)
+        let error = try #require(actions.failure(of: R(0)))
+        #expect(actions == [.failRequest(R(0), error), .observe(.timedOut)])
+        #expect(error.code == .connectFailed)
+        #expect(error.connectError == lastError)
+        #expect(
+            error.message
+                == "pool db/alice: could not open a server connection within pool_timeout (1s), 2 attempts in a "
+                + "row failed; last error (auth): password authentication failed for user \"alice\""
+        )
+        #expect(pool.stats.connectionErrors[.auth] == 1)
+        #expect(pool.stats.connectionErrors[.connect] == 1)
+    }
+
+    // MARK: reconfigure
+
+    @Test func growingThePoolServesWaiters() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        _ = pool.request(1)
+        var config = PoolHarness.configuration(poolSize: 2)
+        #expect(pool.send(.reconfigure(config)) == [.createConnection(C(1))])
+        config.minSize = 2
+        config.poolSize = 3
+        // min_size grows too: C0 leased, C1 connecting, so nothing more is needed.
+        #expect(pool.send(.reconfigure(config)) == [])
+        config.minSize = 3
+        #expect(pool.send(.reconfigure(config)) == [.createConnection(C(2))])
+    }
+
+    @Test func shrinkingClosesIdleConnectionsNowAndLeasedOnesWhenReturned() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        pool.leaseFresh(3)
+        _ = pool.release(2)
+        #expect(
+            pool.send(.reconfigure(PoolHarness.configuration(poolSize: 1))) == [
+                .close(C(2), .overflow), .observe(.closed(.overflow)),
+            ]
+        )
+        #expect(pool.stats.checkedOut == 2)
+        #expect(
+            pool.release(1) == [
+                .observe(.returned(heldFor: .zero)), .close(C(1), .overflow), .observe(.closed(.overflow)),
+            ]
+        )
+        #expect(pool.release(0) == [.observe(.returned(heldFor: .zero))])
+        #expect(pool.stats.idle == 1)
+    }
+
+    @Test func shrinkingPoolSizeClosesSurplusIdleConnectionsLeastRecentlyUsedFirst() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3, maxOverflow: 2))
+        pool.leaseFresh(3)
+        for index in [1, 0, 2] {
+            pool.advance(by: .seconds(1))
+            _ = pool.release(index)
+        }
+        #expect(pool.stats.idle == 3)
+        #expect(
+            pool.send(.reconfigure(PoolHarness.configuration(poolSize: 1, maxOverflow: 2))) == [
+                .close(C(1), .overflow), .observe(.closed(.overflow)), .close(C(0), .overflow),
+                .observe(.closed(.overflow)),
+            ]
+        )
+        #expect(pool.stats.idle == 1)
+    }
+
+    @Test func changedIdleTimeoutReschedulesIdleTimers() {
+        var config = PoolHarness.configuration()
+        config.idleTimeout = .seconds(600)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        #expect(pool.release(0).scheduledTimers.count == 1)
+        config.idleTimeout = .seconds(5)
+        let timer = PoolTimer(id: .init(2), kind: .idleTimeout(C(0)), deadline: pool.clock.at(.seconds(5)))
+        #expect(pool.send(.reconfigure(config)) == [.cancelTimer(.init(1)), .scheduleTimer(timer)])
+        #expect(pool.fire(timer) == [.close(C(0), .idle), .observe(.closed(.idle))])
+    }
+
+    // MARK: shutdown
+
+    @Test func shutdownFailsWaitersClosesConnectionsAsTheyComeBackAndCompletes() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
+        _ = pool.request(0)
+        _ = pool.request(1)
+        _ = pool.request(2)
+        _ = pool.establish(0)
+        let actions = pool.send(.shutdown)
+        let error = try #require(actions.failure(of: R(1)))
+        #expect(error.code == .shuttingDown)
+        #expect(error.message == "pool db/alice is shutting down; no new server connections")
+        #expect(
+            actions == [
+                .cancelTimer(.init(1)), .failRequest(R(1), error), .cancelTimer(.init(2)), .failRequest(R(2), error),
+            ]
+        )
+        #expect(pool.stats.waiting == 0)
+        #expect(
+            pool.establish(1) == [
+                .observe(.connected(took: .zero)), .close(C(1), .shutdown), .observe(.closed(.shutdown)),
+            ]
+        )
+        #expect(pool.request(3) == [.failRequest(R(3), error)])
+        #expect(
+            pool.release(0) == [
+                .observe(.returned(heldFor: .zero)), .close(C(0), .shutdown), .observe(.closed(.shutdown)),
+                .shutdownComplete,
+            ]
+        )
+        #expect(pool.machine.isShutDown)
+    }
+
+    @Test func shutdownClosesIdleConnectionsAtOnce() {
+        var pool = PoolHarness()
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        #expect(pool.send(.shutdown) == [.close(C(0), .shutdown), .observe(.closed(.shutdown)), .shutdownComplete])
+        #expect(pool.send(.shutdown) == [])
+    }
+
+    @Test func closeLeasedAfterTheDrainTimeoutClosesWhatIsStillLeased() {
+        var pool = PoolHarness()
+        pool.leaseFresh(1)
+        #expect(pool.send(.shutdown) == [])
+        #expect(pool.send(.closeLeased) == [.close(C(0), .shutdown), .observe(.closed(.shutdown)), .shutdownComplete])
+        #expect(pool.release(0) == [])
+    }
+
+    @Test func connectFailureWhileShuttingDownCompletes() {
+        var pool = PoolHarness()
+        _ = pool.request(0)
+        _ = pool.send(.shutdown)
+        #expect(
+            pool.send(.connectFailed(C(0), ConnectError(reason: .timeout, message: "t"))) == [
+                .observe(.connectFailed(.timeout)), .shutdownComplete,
+            ]
+        )
+    }
+
+    // MARK: cancellation, broken connections, stale timers
+
+    @Test func cancelledWaiterIsRemovedAndItsTimerIsHarmless() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        let timer = PoolTimer(id: .init(1), kind: .requestTimeout(R(1)), deadline: pool.clock.at(.seconds(30)))
+        #expect(pool.request(1) == [.scheduleTimer(timer)])
+        let actions = pool.send(.requestCancelled(R(1)))
+        let error = try #require(actions.failure(of: R(1)))
+        #expect(error.code == .cancelled)
+        #expect(actions == [.cancelTimer(timer.id), .failRequest(R(1), error)])
+        #expect(pool.stats.waiting == 0)
+        #expect(pool.send(.requestCancelled(R(1))) == [])
+        #expect(pool.fire(timer) == [])
+        // The connection is not handed to the cancelled request.
+        #expect(pool.release(0) == [.observe(.returned(heldFor: .seconds(30)))])
+        #expect(pool.stats.idle == 1)
+    }
+
+    @Test func requestCancelledDuringItsPingLeavesTheConnectionIdle() throws {
+        var config = PoolHarness.configuration()
+        config.prePing = true
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        _ = pool.release(0)
+        pool.advance(by: .seconds(10))
+        _ = pool.request(1)
+        let cancelled = pool.send(.requestCancelled(R(1)))
+        #expect(try #require(cancelled.failure(of: R(1))).code == .cancelled)
+        #expect(pool.send(.pingSucceeded(C(0))) == [])
+        #expect(pool.stats.idle == 1)
+        #expect(pool.stats.waiting == 0)
+    }
+
+    @Test func brokenLeasedConnectionIsClosedAndReplacedForWaiters() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        _ = pool.request(1)
+        pool.advance(by: .seconds(2))
+        #expect(
+            pool.send(.connectionBroken(C(0), .server)) == [
+                .observe(.returned(heldFor: .seconds(2))), .observe(.connectionErrored(.server)),
+                .close(C(0), .error), .observe(.closed(.error)), .createConnection(C(1)),
+            ]
+        )
+        #expect(pool.stats.connectionErrors[.server] == 1)
+        #expect(pool.release(0) == [], "a closed connection cannot be returned")
+    }
+
+    @Test func idleTimerOfALeasedConnectionIsHarmless() throws {
+        var config = PoolHarness.configuration()
+        config.idleTimeout = .seconds(10)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(1)
+        let released = pool.release(0)
+        let idle = try #require(released.scheduledTimers.first)
+        #expect(pool.request(1) == [.cancelTimer(idle.id), .lease(C(0), to: R(1)), .observe(.leased(waited: .zero))])
+        #expect(pool.fire(idle) == [])
+        #expect(pool.stats.checkedOut == 1)
+    }
+
+    @Test func eventsForUnknownConnectionsAreIgnored() {
+        var pool = PoolHarness()
+        #expect(pool.establish(9) == [])
+        #expect(pool.release(9) == [])
+        #expect(pool.send(.pingSucceeded(C(9))) == [])
+        #expect(pool.send(.pingFailed(C(9))) == [])
+        #expect(pool.send(.connectionBroken(C(9), .broken)) == [])
+        #expect(pool.send(.connectFailed(C(9), ConnectError(reason: .connect, message: "x"))) == [])
+        #expect(pool.stats == PoolStats())
+    }
+
+    // MARK: stats
+
+    @Test func statsCountTheStates() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1, maxOverflow: 2))
+        pool.leaseFresh(3)
+        _ = pool.release(2)
+        _ = pool.request(3)  // takes C2
+        _ = pool.request(4)  // waits
+        var expected = PoolStats()
+        expected.used = 3
+        expected.checkedOut = 3
+        expected.overflow = 2
+        expected.waiting = 1
+        expected.checkouts = 4
+        #expect(pool.stats == expected)
+        #expect(pool.machine.recountGauges().used == 3)
+    }
+}
