@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // C libraries from Debian, found through pkg-config.
@@ -59,6 +61,14 @@ let package = Package(
             name: "LifeguardConfig",
             dependencies: ["Upstream", "TOMLKit"]
         ),
+        // The PostgreSQL v3 protocol: framing, the messages the proxy acts on, authentication both ways.
+        .target(
+            name: "PGWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .executableTarget(
             name: "Lifeguard",
             dependencies: [
@@ -70,6 +80,15 @@ let package = Package(
             ]
         ),
 
+        .testTarget(
+            name: "PGWireTests",
+            dependencies: [
+                "PGWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"]),
         .testTarget(name: "ConnectionPoolTests", dependencies: ["ConnectionPool", "PoolCore"]),
         .testTarget(name: "LifeguardMetricsTests", dependencies: ["LifeguardMetrics"]),
