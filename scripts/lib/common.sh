@@ -109,6 +109,24 @@ install_postgresql() {
     fi
     apt_install_missing postgresql-15 postgresql-client-15
     [[ -x $PG_BIN/initdb ]] || die "PostgreSQL 15 binaries not found in $PG_BIN"
+    # psql comes with postgresql-client-15, pgbench with postgresql-15 (the demo and the suite drive both).
+    [[ -x $PG_BIN/psql && -x $PG_BIN/pgbench ]] || die "psql or pgbench not found in $PG_BIN"
+}
+
+JDBC_JAR=/usr/share/java/postgresql.jar
+
+# The real clients the black-box suite drives through Lifeguard besides psql and pgbench: Debian's PostgreSQL JDBC
+# driver, and a JDK to compile the suite's small Java probe (only when no javac is on PATH yet).
+install_client_tools() {
+    install_postgresql
+    apt_install_missing libpostgresql-jdbc-java
+    if ! command -v javac >/dev/null 2>&1; then
+        # OpenJDK's postinst fails on slim images that lack the man directory it links into.
+        as_root mkdir -p /usr/share/man/man1
+        apt_install_missing default-jdk-headless
+    fi
+    command -v javac >/dev/null 2>&1 || die "javac not found after installing default-jdk-headless"
+    [[ -f $JDBC_JAR ]] || die "$JDBC_JAR not found after installing libpostgresql-jdbc-java"
 }
 
 require_swift() {
