@@ -69,10 +69,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The wire-protocol proxy: accepts clients, routes them to pools, relays by pool mode.
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "PGWire", "ConnectionPool", "PoolCore", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "Lifeguard",
             dependencies: [
-                "PoolCore", "ConnectionPool", "LifeguardMetrics", "Exporter", "Upstream", "LifeguardConfig",
+                "PoolCore", "ConnectionPool", "LifeguardMetrics", "Exporter", "Upstream", "LifeguardConfig", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -87,6 +97,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "ProxyTests",
+            dependencies: [
+                "Proxy", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"]),

@@ -5,13 +5,14 @@ import LifeguardConfig
 import LifeguardMetrics
 import Logging
 import PoolCore
+import Proxy
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
 import Upstream
 
-/// `lifeguard run`: the metrics server, the upstream probe and configuration reloads, shut down in order on
-/// SIGTERM/SIGINT (the exporter answers until last).
+/// `lifeguard run`: the metrics server, the upstream probe, configuration reloads and the proxy, shut down in order on
+/// SIGTERM/SIGINT: the proxy drains first, the exporter answers until last.
 struct LifeguardServer {
     let configuration: LifeguardConfiguration
 
@@ -41,11 +42,35 @@ struct LifeguardServer {
             logger.info("upstream", metadata: ["name": "\(upstream.name)", "dsn": "\(upstream.conninfo.redacted)"])
         }
 
+        let proxy: ProxyServer
+        do {
+            proxy = try ProxyServer(
+                configuration: self.configuration,
+                metrics: metrics,
+                logger: logger,
+                makeObserver: { _, poolMetrics in PoolMetricsObserver(metrics: poolMetrics) }
+            )
+            state.attach(proxy)
+            let port = try await proxy.start()
+            logger.info(
+                "accepting PostgreSQL clients",
+                metadata: [
+                    "address": "\(self.configuration.listen.host):\(port)",
+                    "pool_mode": "\(self.configuration.poolMode.rawValue)",
+                ]
+            )
+        } catch {
+            logger.critical("cannot listen on \(self.configuration.listen): \(error)")
+            throw ExitCode(1)
+        }
+
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: UpstreamProbe(state: state, logger: logger)),
                     .init(service: ConfigurationReloader(state: state, logger: logger)),
+                    // Last, so that it is the first to shut down.
+                    .init(service: ProxyService(proxy: proxy, state: state, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
@@ -70,6 +95,7 @@ final class ServerState: Sendable {
     private struct State {
         var configuration: LifeguardConfiguration
         var pools: [PoolKey: PoolPlan] = [:]
+        var proxy: ProxyServer?
         /// The last probe result per upstream name; absent until probed.
         var probes: [String: PingResult] = [:]
     }
@@ -82,6 +108,17 @@ final class ServerState: Sendable {
     }
 
     var configuration: LifeguardConfiguration { self.state.withLock { $0.configuration } }
+
+    func attach(_ proxy: ProxyServer) {
+        self.state.withLock { $0.proxy = proxy }
+    }
+
+    /// A reload: the proxy first (it may refuse, for example an unreadable auth_file), then the metrics and probes.
+    func reload(_ configuration: LifeguardConfiguration) throws {
+        let proxy = self.state.withLock { $0.proxy }
+        try proxy?.apply(configuration)
+        self.apply(configuration)
+    }
 
     /// Ready when every upstream answered its last probe. The reason names the upstream and what libpq saw, never
     /// a password: it is served over HTTP.
@@ -109,20 +146,22 @@ final class ServerState: Sendable {
     /// drops the series of pools and upstreams that are gone.
     func apply(_ configuration: LifeguardConfiguration) {
         let plans = configuration.poolPlans
-        let (old, oldUpstreams) = self.state.withLock { state in
+        let (old, oldUpstreams, proxy) = self.state.withLock { state in
             let old = state.pools
             let oldUpstreams = state.configuration.upstreams.map(\.name)
             state.configuration = configuration
             state.pools = Dictionary(plans.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
             let names = Set(configuration.upstreams.map(\.name))
             state.probes = state.probes.filter { names.contains($0.key) }
-            return (old, oldUpstreams)
+            return (old, oldUpstreams, state.proxy)
         }
         for plan in plans {
             let series = self.metrics.pool(database: plan.key.database, user: plan.key.user)
             series.setConfigured(poolSize: plan.configuration.poolSize, maxOverflow: plan.configuration.maxOverflow)
         }
-        for key in old.keys where !plans.contains(where: { $0.key == key }) {
+        // Pools a client created stay while the proxy serves them.
+        let live = proxy?.poolKeys ?? []
+        for key in old.keys where !plans.contains(where: { $0.key == key }) && !live.contains(key) {
             self.metrics.removePool(database: key.database, user: key.user)
         }
         let names = Set(configuration.upstreams.map(\.name))
@@ -173,19 +212,50 @@ struct ConfigurationReloader: Service {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         for await _ in hangups.cancelOnGracefulShutdown() {
             let current = self.state.configuration
+            let next: LifeguardConfiguration
             do {
-                let next = try current.reloaded()
-                if next.listen != current.listen || next.metricsListen != current.metricsListen {
-                    self.logger.warning("listen and metrics_listen changes take effect after a restart")
-                }
-                self.state.apply(next)
-                self.state.metrics.setConfigReloadSuccessful(true)
-                self.logger.info("configuration reloaded")
+                next = try current.reloaded()
             } catch {
                 for line in error.lines { self.logger.error("reload failed: \(line)") }
-                self.logger.error("reload failed: keeping the configuration in force")
-                self.state.metrics.setConfigReloadSuccessful(false)
+                self.failed()
+                continue
             }
+            if next.listen != current.listen || next.metricsListen != current.metricsListen {
+                self.logger.warning("listen and metrics_listen changes take effect after a restart")
+            }
+            do {
+                try self.state.reload(next)
+            } catch {
+                self.logger.error("reload failed: \(error)")
+                self.failed()
+                continue
+            }
+            self.state.metrics.setConfigReloadSuccessful(true)
+            self.logger.info("configuration reloaded")
         }
+    }
+
+    private func failed() {
+        self.logger.error("reload failed: keeping the configuration in force")
+        self.state.metrics.setConfigReloadSuccessful(false)
+    }
+}
+
+/// The proxy as a service: serves until graceful shutdown, then drains clients for up to `drain_timeout` and closes
+/// the pools.
+struct ProxyService: Service {
+    let proxy: ProxyServer
+    let state: ServerState
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let drainTimeout = self.state.configuration.drainTimeout
+        self.logger.info(
+            "draining clients",
+            metadata: ["clients": "\(self.proxy.clientCount)", "drain_timeout": "\(drainTimeout)"]
+        )
+        await self.proxy.shutdown(drainTimeout: drainTimeout)
+        self.logger.info("proxy stopped")
     }
 }

@@ -1,0 +1,148 @@
+import LifeguardMetrics
+import NIOCore
+import PGWire
+import Synchronization
+
+/// What a logged-in client is doing, for `lifeguard_client_connections{state}`.
+enum ClientActivity: Sendable, Hashable {
+    /// Holds a server connection.
+    case active
+    /// Waits for one.
+    case waiting
+    /// Holds nothing.
+    case idle
+}
+
+/// The server connection a client holds now, read by CancelRequests from other connections.
+final class CancelTarget: Sendable {
+    private let server = Mutex<ServerConnection?>(nil)
+
+    func set(_ connection: ServerConnection?) {
+        self.server.withLock { $0 = connection }
+    }
+
+    var connection: ServerConnection? { self.server.withLock { $0 } }
+}
+
+/// Asks a client handler to wind down; delivered through its pipeline on its own event loop.
+enum ClientDrainEvent: Sendable {
+    /// Close at once if idle, else when the current transaction (or session) ends.
+    case drain
+    /// Close now.
+    case terminate
+}
+
+/// Every client connection: admission against `max_client_conn`, the counts behind the client gauges, and the
+/// Lifeguard-issued cancel keys.
+final class ClientRegistry: Sendable {
+    private struct Entry {
+        var channel: any Channel
+        var cancelKey: PGCancelRequest?
+        var target: CancelTarget
+        var activity: ClientActivity?
+    }
+
+    private struct State {
+        var nextID = 0
+        var entries: [Int: Entry] = [:]
+        var cancelKeys: [PGCancelRequest: Int] = [:]
+        var admitted = 0
+        var counts: [ClientActivity: Int] = [.active: 0, .waiting: 0, .idle: 0]
+        var draining = false
+    }
+
+    private let state = Mutex(State())
+    private let metrics: LifeguardMetrics
+
+    init(metrics: LifeguardMetrics) {
+        self.metrics = metrics
+        metrics.setClientConnections(active: 0, waiting: 0, idle: 0)
+    }
+
+    /// Registers a connection; `nil` when Lifeguard is shutting down.
+    func register(_ channel: any Channel) -> Int? {
+        self.state.withLock { state in
+            guard !state.draining else { return nil }
+            let id = state.nextID
+            state.nextID += 1
+            state.entries[id] = Entry(channel: channel, target: CancelTarget())
+            return id
+        }
+    }
+
+    /// Admits a client that sent its StartupMessage: false when `maxClients` are already admitted.
+    func admit(_ id: Int, maxClients: Int) -> Bool {
+        self.state.withLock { state in
+            guard state.admitted < maxClients, state.entries[id] != nil else { return false }
+            state.admitted += 1
+            return true
+        }
+    }
+
+    /// Issues a unique random BackendKeyData for the client.
+    func issueCancelKey(_ id: Int) -> (PGCancelRequest, CancelTarget)? {
+        self.state.withLock { state in
+            guard var entry = state.entries[id] else { return nil }
+            var key: PGCancelRequest
+            repeat {
+                key = PGCancelRequest(processID: .random(in: 1...Int32.max), secretKey: .random(in: .min ... .max))
+            } while state.cancelKeys[key] != nil
+            state.cancelKeys[key] = id
+            entry.cancelKey = key
+            state.entries[id] = entry
+            return (key, entry.target)
+        }
+    }
+
+    /// The server connection that a CancelRequest's key points at now, if any.
+    func cancelTarget(for key: PGCancelRequest) -> ServerConnection? {
+        let target = self.state.withLock { state in
+            state.cancelKeys[key].flatMap { state.entries[$0]?.target }
+        }
+        return target?.connection
+    }
+
+    func setActivity(_ id: Int, _ activity: ClientActivity?) {
+        self.state.withLock { state in
+            guard var entry = state.entries[id], entry.activity != activity else { return }
+            if let old = entry.activity { state.counts[old, default: 0] -= 1 }
+            if let activity { state.counts[activity, default: 0] += 1 }
+            entry.activity = activity
+            state.entries[id] = entry
+            self.publish(state.counts)
+        }
+    }
+
+    func unregister(_ id: Int, admitted: Bool) {
+        self.state.withLock { state in
+            guard let entry = state.entries.removeValue(forKey: id) else { return }
+            if let key = entry.cancelKey { state.cancelKeys[key] = nil }
+            if let activity = entry.activity {
+                state.counts[activity, default: 0] -= 1
+                self.publish(state.counts)
+            }
+            if admitted { state.admitted -= 1 }
+        }
+    }
+
+    /// Stops registering and asks every client to drain (or to terminate).
+    func broadcast(_ event: ClientDrainEvent) {
+        let channels = self.state.withLock { state in
+            state.draining = true
+            return state.entries.values.map(\.channel)
+        }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    var count: Int { self.state.withLock { $0.entries.count } }
+
+    private func publish(_ counts: [ClientActivity: Int]) {
+        self.metrics.setClientConnections(
+            active: counts[.active] ?? 0,
+            waiting: counts[.waiting] ?? 0,
+            idle: counts[.idle] ?? 0
+        )
+    }
+}

@@ -1,0 +1,38 @@
+import NIOCore
+import PGWire
+
+/// Collects the bytes of one direction and cuts them into frames.
+///
+/// When everything read so far was consumed, the next read becomes the buffer itself, so the common case (whole
+/// messages per read) never copies: frames are slices of what the socket gave us.
+struct FrameBuffer {
+    private var buffer: ByteBuffer? = nil
+
+    mutating func append(_ bytes: ByteBuffer) {
+        if var existing = self.buffer, existing.readableBytes > 0 {
+            existing.writeImmutableBuffer(bytes)
+            self.buffer = existing
+        } else {
+            self.buffer = bytes
+        }
+    }
+
+    /// The next typed frame, `nil` when more bytes are needed.
+    mutating func nextFrame(_ decoder: PGFrameDecoder) throws(PGProtocolError) -> PGFrame? {
+        guard var buffer = self.buffer else { return nil }
+        self.buffer = nil
+        defer { self.buffer = buffer }
+        return try decoder.decodeFrame(buffer: &buffer)
+    }
+
+    /// The next untyped startup packet, `nil` when more bytes are needed.
+    mutating func nextStartupPacket(_ decoder: PGStartupDecoder) throws(PGProtocolError) -> PGStartupPacket? {
+        guard var buffer = self.buffer else { return nil }
+        self.buffer = nil
+        defer { self.buffer = buffer }
+        return try decoder.decodePacket(buffer: &buffer)
+    }
+
+    /// Bytes received but not yet part of a complete message.
+    var pendingBytes: Int { self.buffer?.readableBytes ?? 0 }
+}

@@ -1,0 +1,78 @@
+import ConnectionPool
+import LifeguardConfig
+import LifeguardMetrics
+import NIOCore
+import PGWire
+import PoolCore
+import Synchronization
+
+/// One (database, user) pool: the live ``ConnectionPool`` of server connections, its mode and its metrics, plus the
+/// ParameterStatus set clients are greeted with.
+final class ProxyPool: Sendable {
+    let key: PoolKey
+    let pool: ConnectionPool<ServerConnectionFactory>
+    let metrics: PoolMetrics
+    private let factory: ServerConnectionFactory
+    private let settings: Mutex<ProxyRoute>
+    private let parameterCache = ParameterCache()
+
+    init(
+        route: ProxyRoute,
+        authFilePassword: String?,
+        group: any EventLoopGroup,
+        metrics: PoolMetrics,
+        observer: any PoolObserver
+    ) {
+        self.key = route.key
+        self.metrics = metrics
+        self.settings = Mutex(route)
+        let cache = self.parameterCache
+        let factory = ServerConnectionFactory(
+            group: group,
+            target: SharedTarget(ServerTarget(route: route, authFilePassword: authFilePassword)),
+            connected: { cache.remember($0) }
+        )
+        self.factory = factory
+        self.pool = ConnectionPool(
+            key: route.key,
+            configuration: route.configuration,
+            factory: factory,
+            observer: observer
+        )
+        metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
+    }
+
+    var mode: PoolMode { self.settings.withLock { $0.mode } }
+
+    var route: ProxyRoute { self.settings.withLock { $0 } }
+
+    /// The server's startup ParameterStatus set, once any server connection of this pool reported it.
+    var cachedParameters: [(name: String, value: String)]? { self.parameterCache.parameters }
+
+    /// A reload: new sizes and timeouts now, new connection settings for the next connections.
+    func update(route: ProxyRoute, authFilePassword: String?) {
+        let old = self.settings.withLock { settings in
+            let old = settings
+            settings = route
+            return old
+        }
+        self.factory.target.value = ServerTarget(route: route, authFilePassword: authFilePassword)
+        if old.configuration != route.configuration {
+            self.pool.reconfigure(route.configuration)
+        }
+        self.metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
+    }
+}
+
+/// The first server connection's ParameterStatus set, shared by the pool and its factory.
+final class ParameterCache: Sendable {
+    private let value = Mutex<[(name: String, value: String)]?>(nil)
+
+    var parameters: [(name: String, value: String)]? { self.value.withLock { $0 } }
+
+    func remember(_ connection: ServerConnection) {
+        self.value.withLock { cache in
+            if cache == nil { cache = connection.startupParameters }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+import ConnectionPool
+import Foundation
+import LifeguardConfig
+import LifeguardMetrics
+import Logging
+import NIOCore
+import NIOPosix
+import PGWire
+import PoolCore
+import Synchronization
+
+/// The PostgreSQL-protocol front door: accepts clients on `listen`, authenticates them, routes them to the pool of
+/// their (database, user) and relays by pool mode.
+///
+/// Lifecycle: ``start()`` binds; ``apply(_:)`` puts a reloaded configuration in force without dropping clients;
+/// ``shutdown(drainTimeout:)`` stops accepting, closes idle clients, lets transactions finish, then closes the rest
+/// and the pools.
+public final class ProxyServer: Sendable {
+    let context: ProxyContext
+    private let serverChannel = Mutex<(any Channel)?>(nil)
+    private let ownsGroup: Bool
+
+    /// - Parameters:
+    ///   - makeObserver: the observer of each pool's events (the metrics glue); called once per pool.
+    ///   - eventLoopGroup: defaults to a new group with one thread per core, shut down with the proxy.
+    /// - Throws: ``ProxyConfigurationError`` when the auth_file cannot be read.
+    public init(
+        configuration: LifeguardConfiguration,
+        metrics: LifeguardMetrics,
+        logger: Logger,
+        makeObserver: @escaping @Sendable (PoolKey, PoolMetrics) -> any PoolObserver = { _, _ in NoOpPoolObserver() },
+        eventLoopGroup: (any EventLoopGroup)? = nil
+    ) throws {
+        let userList = try Self.loadUserList(configuration)
+        self.ownsGroup = eventLoopGroup == nil
+        let group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        self.context = ProxyContext(
+            configuration: configuration,
+            userList: userList,
+            metrics: metrics,
+            logger: logger,
+            group: group,
+            makeObserver: makeObserver
+        )
+        for route in configuration.pinnedRoutes {
+            _ = self.context.pool(for: route)
+        }
+    }
+
+    /// Binds `listen` and starts accepting. Returns the bound port (useful with port 0).
+    @discardableResult
+    public func start() async throws -> Int {
+        let listen = self.context.configuration.listen
+        let context = self.context
+        let channel = try await ServerBootstrap(group: context.group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let id = context.clients.register(channel) else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ClientChannelHandler(context: context, clientID: id))
+                }
+            }
+            .bind(host: listen.host, port: listen.port)
+            .get()
+        self.serverChannel.withLock { $0 = channel }
+        return channel.localAddress?.port ?? listen.port
+    }
+
+    /// Puts a reloaded configuration in force: pool sizes and timeouts, new `[databases]` entries, the auth_file.
+    /// Clients stay connected; pools that no longer route keep serving the clients they have.
+    public func apply(_ configuration: LifeguardConfiguration) throws {
+        let userList = try Self.loadUserList(configuration)
+        self.context.apply(configuration, userList: userList)
+        for route in configuration.pinnedRoutes {
+            _ = self.context.pool(for: route)
+        }
+    }
+
+    /// The pools that exist now (created at start-up or by a client).
+    public var poolKeys: Set<PoolKey> { self.context.poolKeys }
+
+    /// Client connections open now.
+    public var clientCount: Int { self.context.clients.count }
+
+    /// Stops accepting; idle clients get FATAL 57P01 at once, clients in a transaction (or holding a session) may
+    /// finish up to `drainTimeout`, then everything is closed and the pools are shut down.
+    public func shutdown(drainTimeout: Duration) async {
+        let channel = self.serverChannel.withLock { $0 }
+        try? await channel?.close()
+        self.context.clients.broadcast(.drain)
+        let deadline = ContinuousClock.now + drainTimeout
+        while self.context.clients.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if self.context.clients.count > 0 {
+            self.context.clients.broadcast(.terminate)
+            let hardDeadline = ContinuousClock.now + .seconds(2)
+            while self.context.clients.count > 0 && ContinuousClock.now < hardDeadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for pool in self.context.allPools {
+                group.addTask { await pool.pool.shutdown(drainTimeout: .seconds(1)) }
+            }
+        }
+        if self.ownsGroup {
+            try? await self.context.group.shutdownGracefully()
+        }
+    }
+
+    static func loadUserList(_ configuration: LifeguardConfiguration) throws -> PGUserList {
+        guard let path = configuration.authFile else { return PGUserList(secrets: [:]) }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ProxyConfigurationError(message: "auth_file \(path): cannot be read: \(error.localizedDescription)")
+        }
+        do {
+            return try PGUserList(parsing: text)
+        } catch {
+            throw ProxyConfigurationError(message: "auth_file \(path): \(error.description)")
+        }
+    }
+}
+
+/// A configuration the proxy cannot put in force (an unreadable auth_file). Never contains a password.
+public struct ProxyConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { self.message }
+}
+
+/// What every client handler shares: the configuration in force, the pools, the registry of clients.
+final class ProxyContext: Sendable {
+    let metrics: LifeguardMetrics
+    let logger: Logger
+    let group: any EventLoopGroup
+    let clients: ClientRegistry
+    private let makeObserver: @Sendable (PoolKey, PoolMetrics) -> any PoolObserver
+    private let state: Mutex<State>
+
+    private struct State {
+        var configuration: LifeguardConfiguration
+        var userList: PGUserList
+        var pools: [PoolKey: ProxyPool] = [:]
+    }
+
+    init(
+        configuration: LifeguardConfiguration,
+        userList: PGUserList,
+        metrics: LifeguardMetrics,
+        logger: Logger,
+        group: any EventLoopGroup,
+        makeObserver: @escaping @Sendable (PoolKey, PoolMetrics) -> any PoolObserver
+    ) {
+        self.metrics = metrics
+        self.logger = logger
+        self.group = group
+        self.makeObserver = makeObserver
+        self.clients = ClientRegistry(metrics: metrics)
+        self.state = Mutex(State(configuration: configuration, userList: userList))
+        metrics.setClientMaxConnections(configuration.maxClientConn)
+    }
+
+    var configuration: LifeguardConfiguration { self.state.withLock { $0.configuration } }
+
+    var poolKeys: Set<PoolKey> { self.state.withLock { Set($0.pools.keys) } }
+
+    var allPools: [ProxyPool] { self.state.withLock { Array($0.pools.values) } }
+
+    /// The auth_file entry of a client user.
+    func secret(for user: String) -> PGAuthSecret? {
+        self.state.withLock { $0.userList[user] }
+    }
+
+    /// The pool for a client's (database, user), created on first use.
+    func pool(database: String, user: String) -> Result<ProxyPool, ProxyRouteError> {
+        switch self.configuration.route(database: database, user: user) {
+        case .success(let route): .success(self.pool(for: route))
+        case .failure(let error): .failure(error)
+        }
+    }
+
+    func pool(for route: ProxyRoute) -> ProxyPool {
+        let (pool, created) = self.state.withLock { state -> (ProxyPool, Bool) in
+            if let existing = state.pools[route.key] { return (existing, false) }
+            let metrics = self.metrics.pool(database: route.key.database, user: route.key.user)
+            let pool = ProxyPool(
+                route: route,
+                authFilePassword: Self.plainPassword(state.userList[route.serverUser]),
+                group: self.group,
+                metrics: metrics,
+                observer: self.makeObserver(route.key, metrics)
+            )
+            state.pools[route.key] = pool
+            return (pool, true)
+        }
+        if created {
+            pool.pool.start()
+            self.logger.info(
+                "pool created",
+                metadata: [
+                    "pool": "\(route.key)", "upstream": "\(route.upstreamName)", "mode": "\(route.mode.rawValue)",
+                ]
+            )
+        }
+        return pool
+    }
+
+    func apply(_ configuration: LifeguardConfiguration, userList: PGUserList) {
+        let pools = self.state.withLock { state in
+            state.configuration = configuration
+            state.userList = userList
+            return state.pools
+        }
+        self.metrics.setClientMaxConnections(configuration.maxClientConn)
+        for (key, pool) in pools {
+            // The route that the pool's clients would get now; a pool no longer routed keeps its settings.
+            let database = configuration.database(named: key.database) != nil ? key.database : pool.route.serverDatabase
+            guard case .success(let route) = configuration.route(database: database, user: pool.route.serverUser),
+                route.key == key
+            else { continue }
+            pool.update(route: route, authFilePassword: Self.plainPassword(userList[route.serverUser]))
+        }
+    }
+
+    private static func plainPassword(_ secret: PGAuthSecret?) -> String? {
+        if case .plain(let password)? = secret { return password }
+        return nil
+    }
+}

@@ -1,0 +1,399 @@
+import ConnectionPool
+import NIOCore
+import PGWire
+import PoolCore
+import Synchronization
+
+/// Who receives what PostgreSQL sends while a client holds the connection. Both closures run on `eventLoop`.
+struct ServerOwner: Sendable {
+    /// Tells this lease from the next one, so that a late `detach` cannot drop a newer owner.
+    let token: UInt64
+    let eventLoop: any EventLoop
+    /// One read burst of frames, in order.
+    let receive: @Sendable ([PGFrame]) -> Void
+    /// The connection closed (after every frame it delivered).
+    let closed: @Sendable () -> Void
+}
+
+/// What a command Lifeguard ran itself (reset query, `SET`s, ping) ended with.
+struct ServerCommandResult: Sendable {
+    /// The first ErrorResponse, if any.
+    var error: PGErrorFields?
+    /// The transaction status of the final ReadyForQuery.
+    var status: PGTransactionStatus
+}
+
+/// One authenticated PostgreSQL connection that a pool lends to clients.
+///
+/// Thread-safe: every operation hops to the connection's event loop, where ``ServerChannelHandler`` keeps the state.
+final class ServerConnection: PooledConnection {
+    let id: ConnectionID
+    let key: PoolKey
+    let channel: any Channel
+    /// The server's own BackendKeyData, for forwarding CancelRequests.
+    let backendKey: PGCancelRequest?
+    /// Where a CancelRequest for this connection must go.
+    let cancelAddress: SocketAddress?
+    /// The ParameterStatus values of the startup, in the order the server sent them.
+    let startupParameters: [(name: String, value: String)]
+    /// Run-time parameters as the server last reported them (plus those Lifeguard set and the server does not report).
+    let parameters: Mutex<[String: String]>
+    private let handler: NIOLoopBound<ServerChannelHandler>
+    private let pingTimeout: TimeAmount
+
+    init(
+        id: ConnectionID,
+        key: PoolKey,
+        channel: any Channel,
+        handler: NIOLoopBound<ServerChannelHandler>,
+        startup: ServerStartupResult,
+        cancelAddress: SocketAddress?,
+        pingTimeout: TimeAmount
+    ) {
+        self.id = id
+        self.key = key
+        self.channel = channel
+        self.handler = handler
+        self.backendKey = startup.backendKey
+        self.startupParameters = startup.parameters
+        self.parameters = Mutex(Dictionary(startup.parameters.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 }))
+        self.cancelAddress = cancelAddress
+        self.pingTimeout = pingTimeout
+    }
+
+    var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    var isActive: Bool { self.channel.isActive }
+
+    /// Routes what the server says to `owner` until ``detach(token:)``.
+    func attach(_ owner: ServerOwner) {
+        self.onLoop { $0.attach(owner) }
+    }
+
+    func detach(token: UInt64) {
+        self.onLoop { $0.detach(token: token) }
+    }
+
+    /// Writes client messages unchanged and flushes once.
+    func send(_ messages: [ByteBuffer]) {
+        let channel = self.channel
+        if channel.eventLoop.inEventLoop {
+            for message in messages { channel.write(message, promise: nil) }
+            channel.flush()
+        } else {
+            channel.eventLoop.execute {
+                for message in messages { channel.write(message, promise: nil) }
+                channel.flush()
+            }
+        }
+    }
+
+    /// Runs `sql` as a simple Query of Lifeguard's own, swallowing the replies. Fails when the connection breaks.
+    func run(_ sql: String, timeout: TimeAmount? = nil) -> EventLoopFuture<ServerCommandResult> {
+        let promise = self.eventLoop.makePromise(of: ServerCommandResult.self)
+        self.onLoop { $0.run(sql, timeout: timeout, promise: promise) }
+        return promise.futureResult
+    }
+
+    /// An empty query (`;`), answered with EmptyQueryResponse and ReadyForQuery unless the connection is gone.
+    func ping() async -> Bool {
+        guard self.channel.isActive else { return false }
+        do {
+            let result = try await self.run(";", timeout: self.pingTimeout).get()
+            return result.error == nil && result.status == .idle
+        } catch {
+            return false
+        }
+    }
+
+    /// Sends Terminate and closes.
+    func close() {
+        let channel = self.channel
+        channel.eventLoop.execute {
+            guard channel.isActive else { return }
+            var buffer = channel.allocator.buffer(capacity: 5)
+            PGFrontendMessage.terminate.encode(into: &buffer)
+            channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private func onLoop(_ body: @escaping @Sendable (ServerChannelHandler) -> Void) {
+        let handler = self.handler
+        if self.eventLoop.inEventLoop {
+            body(handler.value)
+        } else {
+            self.eventLoop.execute { body(handler.value) }
+        }
+    }
+}
+
+/// What the startup of a server connection collected.
+struct ServerStartupResult: Sendable {
+    var parameters: [(name: String, value: String)] = []
+    var backendKey: PGCancelRequest?
+}
+
+/// Why a server connection could not be opened, before it is turned into a ``ConnectError``.
+struct ServerStartupError: Error {
+    var error: ConnectError
+}
+
+/// The server side of one connection, on its event loop: authenticates, then relays to the owner or runs
+/// Lifeguard's own commands.
+///
+/// States: `connecting` → `idle` (ReadyForQuery after authentication) | `closed`;
+/// `idle` → `relaying` (attach) | `command` (run); `relaying` → `idle` (detach); `command` → `idle`;
+/// any → `closed` (channel inactive), which is final.
+final class ServerChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case connecting(PGClientAuthenticationStateMachine, ServerStartupResult, EventLoopPromise<ServerStartupResult>)
+        case idle
+        case relaying(ServerOwner)
+        case command(EventLoopPromise<ServerCommandResult>, PGErrorFields?, Scheduled<Void>?, then: ServerOwner?)
+        case closed
+    }
+
+    private var state: State
+    private var frames = FrameBuffer()
+    private let decoder = PGFrameDecoder()
+    private var batch: [PGFrame] = []
+    private let startupMessage: PGStartupMessage
+    /// Filled once the connection exists; ParameterStatus updates go there.
+    var connection: ServerConnection?
+    private var context: ChannelHandlerContext?
+
+    init(
+        user: String,
+        password: String?,
+        startupMessage: PGStartupMessage,
+        promise: EventLoopPromise<ServerStartupResult>
+    ) {
+        self.state = .connecting(
+            PGClientAuthenticationStateMachine(user: user, password: password),
+            ServerStartupResult(),
+            promise
+        )
+        self.startupMessage = startupMessage
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 128)
+        PGStartupPacket.startup(self.startupMessage).encode(into: &buffer)
+        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.frames.append(self.unwrapInboundIn(data))
+        do {
+            while let frame = try self.frames.nextFrame(self.decoder) {
+                self.handle(frame, context: context)
+            }
+        } catch {
+            self.fail(context: context, message: "the server broke the protocol: \(error)")
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.deliverBatch()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.deliverBatch()
+        let state = self.state
+        self.state = .closed
+        switch state {
+        case .connecting(_, _, let promise):
+            promise.fail(
+                ServerStartupError(
+                    error: ConnectError(reason: .server, message: "the server closed the connection during startup")
+                )
+            )
+        case .relaying(let owner):
+            owner.eventLoop.execute { owner.closed() }
+        case .command(let promise, _, let timer, let then):
+            timer?.cancel()
+            promise.fail(ChannelError.ioOnClosedChannel)
+            if let then { then.eventLoop.execute { then.closed() } }
+        case .idle, .closed:
+            break
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Operations (on the event loop)
+
+    func attach(_ owner: ServerOwner) {
+        switch self.state {
+        case .idle, .relaying:
+            self.state = .relaying(owner)
+        case .command(let promise, let error, let timer, _):
+            self.state = .command(promise, error, timer, then: owner)
+        case .closed:
+            owner.eventLoop.execute { owner.closed() }
+        case .connecting:
+            break
+        }
+    }
+
+    func detach(token: UInt64) {
+        switch self.state {
+        case .relaying(let owner) where owner.token == token:
+            self.deliverBatch()
+            self.state = .idle
+        case .command(let promise, let error, let timer, let then) where then?.token == token:
+            self.state = .command(promise, error, timer, then: nil)
+        default:
+            break
+        }
+    }
+
+    func run(_ sql: String, timeout: TimeAmount?, promise: EventLoopPromise<ServerCommandResult>) {
+        guard let context = self.context else {
+            promise.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        let then: ServerOwner?
+        switch self.state {
+        case .idle:
+            then = nil
+        case .relaying(let owner):
+            self.deliverBatch()
+            then = owner
+        case .closed, .connecting, .command:
+            promise.fail(ChannelError.inappropriateOperationForState)
+            return
+        }
+        let timer = timeout.map { timeout in
+            let channel = context.channel
+            return context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        }
+        self.state = .command(promise, nil, timer, then: then)
+        var buffer = context.channel.allocator.buffer(capacity: sql.utf8.count + 6)
+        PGFrontendMessage.query(sql).encode(into: &buffer)
+        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    // MARK: Frames
+
+    private func handle(_ frame: PGFrame, context: ChannelHandlerContext) {
+        if frame.type == PGBackendMessageType.parameterStatus,
+            case .parameterStatus(let name, let value)? = try? PGBackendMessage(frame: frame)
+        {
+            if let connection = self.connection {
+                connection.parameters.withLock { $0[name] = value }
+            } else if case .connecting(let machine, var result, let promise) = self.state {
+                result.parameters.append((name, value))
+                self.state = .connecting(machine, result, promise)
+            }
+        }
+        switch self.state {
+        case .connecting(var machine, var result, let promise):
+            self.handleStartup(frame, machine: &machine, result: &result, promise: promise, context: context)
+        case .relaying:
+            self.batch.append(frame)
+        case .command(let promise, var error, let timer, let then):
+            switch frame.type {
+            case PGBackendMessageType.errorResponse:
+                if error == nil, case .errorResponse(let fields)? = try? PGBackendMessage(frame: frame) {
+                    error = fields
+                }
+                self.state = .command(promise, error, timer, then: then)
+            case PGBackendMessageType.readyForQuery:
+                timer?.cancel()
+                let status = Self.transactionStatus(frame) ?? .failedTransaction
+                self.state = then.map { .relaying($0) } ?? .idle
+                promise.succeed(ServerCommandResult(error: error, status: status))
+            default:
+                break
+            }
+        case .idle, .closed:
+            // Nobody holds the connection: notices and notifications have no one to go to.
+            break
+        }
+    }
+
+    private func handleStartup(
+        _ frame: PGFrame,
+        machine: inout PGClientAuthenticationStateMachine,
+        result: inout ServerStartupResult,
+        promise: EventLoopPromise<ServerStartupResult>,
+        context: ChannelHandlerContext
+    ) {
+        let message: PGBackendMessage
+        do {
+            message = try PGBackendMessage(frame: frame)
+        } catch {
+            self.fail(context: context, message: "the server broke the protocol during startup: \(error)")
+            return
+        }
+        switch message {
+        case .authentication(let request):
+            switch machine.receive(request) {
+            case .send(let reply):
+                var buffer = context.channel.allocator.buffer(capacity: 64)
+                reply.encode(into: &buffer)
+                context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+            case .wait, .authenticated:
+                break
+            case .fail(let error):
+                self.state = .closed
+                promise.fail(ServerStartupError(error: ConnectError(reason: .auth, message: error.description)))
+                context.close(promise: nil)
+                return
+            }
+            self.state = .connecting(machine, result, promise)
+        case .backendKeyData(let processID, let secretKey):
+            result.backendKey = PGCancelRequest(processID: processID, secretKey: secretKey)
+            self.state = .connecting(machine, result, promise)
+        case .readyForQuery:
+            self.state = .idle
+            promise.succeed(result)
+        case .errorResponse(let fields):
+            let auth =
+                fields.sqlState == PGSQLState.invalidPassword
+                || fields.sqlState == PGSQLState.invalidAuthorizationSpecification
+            let text = fields.message ?? "unknown error"
+            self.state = .closed
+            promise.fail(ServerStartupError(error: ConnectError(reason: auth ? .auth : .server, message: text)))
+            context.close(promise: nil)
+        default:
+            // ParameterStatus (already recorded), NoticeResponse, NegotiateProtocolVersion.
+            break
+        }
+    }
+
+    private func fail(context: ChannelHandlerContext, message: String) {
+        if case .connecting(_, _, let promise) = self.state {
+            self.state = .closed
+            promise.fail(ServerStartupError(error: ConnectError(reason: .server, message: message)))
+        }
+        context.close(promise: nil)
+    }
+
+    private func deliverBatch() {
+        guard !self.batch.isEmpty, case .relaying(let owner) = self.state else {
+            self.batch.removeAll(keepingCapacity: true)
+            return
+        }
+        let batch = self.batch
+        self.batch.removeAll(keepingCapacity: true)
+        owner.eventLoop.execute { owner.receive(batch) }
+    }
+
+    static func transactionStatus(_ frame: PGFrame) -> PGTransactionStatus? {
+        frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self).flatMap(PGTransactionStatus.init)
+    }
+}

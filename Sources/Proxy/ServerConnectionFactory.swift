@@ -1,0 +1,186 @@
+import ConnectionPool
+import NIOCore
+import NIOPosix
+import PGWire
+import PoolCore
+import Synchronization
+import Upstream
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How one pool's server connections are opened; replaced on reload.
+struct ServerTarget: Sendable {
+    /// A host name or address, or a Unix-socket directory (starts with `/`).
+    var host: String
+    var port: Int
+    var user: String
+    var database: String
+    /// From the DSN, else the auth_file's plain password for `user`. Never logged.
+    var password: String?
+    /// Extra StartupMessage parameters from the DSN (`options`, `application_name`).
+    var startupOptions: [(String, String)]
+    var connectTimeout: TimeAmount
+
+    init(route: ProxyRoute, authFilePassword: String?) {
+        let dsn = route.upstream
+        // libpq takes the first of a comma-separated host list; `hostaddr` skips name resolution.
+        let host = dsn.hostaddr ?? dsn.host?.split(separator: ",").first.map(String.init) ?? "/var/run/postgresql"
+        self.host = host
+        self.port = dsn.port ?? 5432
+        self.user = route.serverUser
+        self.database = route.serverDatabase
+        self.password = dsn.password ?? authFilePassword
+        var options: [(String, String)] = []
+        for keyword in ["options", "application_name"] {
+            if let value = dsn[keyword], !value.isEmpty { options.append((keyword, value)) }
+        }
+        self.startupOptions = options
+        let seconds = dsn["connect_timeout"].flatMap { Int($0) } ?? 0
+        self.connectTimeout = .seconds(Int64(seconds > 0 ? max(seconds, 2) : 10))
+    }
+
+    var isUnixSocket: Bool { self.host.hasPrefix("/") }
+
+    /// `"host", port 5432` or the socket path, the way libpq names a server in its errors.
+    var serverDescription: String {
+        self.isUnixSocket ? "on socket \"\(self.socketPath)\"" : "at \"\(self.host)\", port \(self.port)"
+    }
+
+    var socketPath: String { "\(self.host)/.s.PGSQL.\(self.port)" }
+}
+
+/// Opens authenticated server connections for one pool and records the first one's ParameterStatus set.
+struct ServerConnectionFactory: ConnectionFactory {
+    let group: any EventLoopGroup
+    let target: SharedTarget
+    /// Called with every new connection (to fill the pool's ParameterStatus cache).
+    let connected: @Sendable (ServerConnection) -> Void
+
+    func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
+        let target = self.target.value
+        do {
+            let connection = try await Self.connect(id: id, key: key, target: target, group: self.group).get()
+            self.connected(connection)
+            return connection
+        } catch let error as ServerStartupError {
+            throw error.error
+        } catch {
+            throw Self.connectError(error, target: target)
+        }
+    }
+
+    static func connect(
+        id: ConnectionID,
+        key: PoolKey,
+        target: ServerTarget,
+        group: any EventLoopGroup
+    ) -> EventLoopFuture<ServerConnection> {
+        let eventLoop = group.next()
+        let startupPromise = eventLoop.makePromise(of: ServerStartupResult.self)
+        let startupMessage = PGStartupMessage(
+            user: target.user,
+            database: target.database,
+            options: target.startupOptions
+        )
+        let password = target.password
+        let user = target.user
+        var bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(target.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = ServerChannelHandler(
+                        user: user,
+                        password: password,
+                        startupMessage: startupMessage,
+                        promise: startupPromise
+                    )
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        if !target.isUnixSocket {
+            bootstrap = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
+        }
+        let connected =
+            target.isUnixSocket
+            ? bootstrap.connect(unixDomainSocketPath: target.socketPath)
+            : bootstrap.connect(host: target.host, port: target.port)
+        // Authentication gets the same budget as the TCP connect.
+        let timeout = eventLoop.scheduleTask(in: target.connectTimeout) {
+            startupPromise.fail(
+                ServerStartupError(
+                    error: ConnectError(
+                        reason: .timeout,
+                        message: "connection to server \(target.serverDescription) failed: timeout expired"
+                    )
+                )
+            )
+        }
+        connected.whenFailure { error in startupPromise.fail(error) }
+        return connected.flatMap { channel in
+            startupPromise.futureResult.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }.flatMapThrowing { startup in
+                timeout.cancel()
+                let handler = try channel.pipeline.syncOperations.handler(type: ServerChannelHandler.self)
+                let connection = ServerConnection(
+                    id: id,
+                    key: key,
+                    channel: channel,
+                    handler: NIOLoopBound(handler, eventLoop: channel.eventLoop),
+                    startup: startup,
+                    cancelAddress: channel.remoteAddress,
+                    pingTimeout: target.connectTimeout
+                )
+                handler.connection = connection
+                return connection
+            }
+        }.always { _ in timeout.cancel() }
+    }
+
+    /// Turns a NIO connect failure into libpq-like text: where, and the operating system's reason.
+    static func connectError(_ error: any Error, target: ServerTarget) -> ConnectError {
+        let prefix = "connection to server \(target.serverDescription) failed: "
+        if case ChannelError.connectTimeout = error {
+            return ConnectError(reason: .timeout, message: prefix + "timeout expired")
+        }
+        if let error = error as? NIOConnectionError {
+            if let first = error.connectionErrors.first {
+                return ConnectError(reason: .connect, message: prefix + Self.reason(first.error))
+            }
+            if error.dnsAError != nil || error.dnsAAAAError != nil {
+                return ConnectError(
+                    reason: .connect,
+                    message: "could not translate host name \"\(target.host)\" to address"
+                )
+            }
+        }
+        return ConnectError(reason: .connect, message: prefix + Self.reason(error))
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode))
+        }
+        if case ChannelError.connectTimeout = error {
+            return "timeout expired"
+        }
+        return "\(error)"
+    }
+}
+
+/// The factory's target, replaced by reloads while connections are being opened.
+final class SharedTarget: Sendable {
+    private let state: Mutex<ServerTarget>
+
+    init(_ target: ServerTarget) {
+        self.state = Mutex(target)
+    }
+
+    var value: ServerTarget {
+        get { self.state.withLock { $0 } }
+        set { self.state.withLock { $0 = newValue } }
+    }
+}

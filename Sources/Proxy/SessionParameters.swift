@@ -1,0 +1,118 @@
+import PGWire
+
+/// The run-time parameters a client expects its server connection to have, and the `SET`s that make a server match.
+///
+/// In transaction and statement mode a client gets a different server connection for each transaction, so, like
+/// PgBouncer, Lifeguard remembers what the client asked for (startup packet, then the ParameterStatus messages it
+/// receives) and sets it on each server it is given that differs.
+struct SessionParameters: Sendable, Equatable {
+    /// Reported by PostgreSQL in ParameterStatus (`GUC_REPORT`), so a server's value is always known.
+    static let reported: Set<String> = [
+        "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+        "application_name",
+    ]
+    /// Also applied from the startup packet, though PostgreSQL 15 does not report them.
+    static let unreported: Set<String> = ["search_path", "extra_float_digits"]
+
+    /// Startup parameters that are not run-time settings.
+    private static let notSettings: Set<String> = ["user", "database", "options", "replication"]
+
+    /// Wanted values in the order they were first given.
+    private(set) var values: [(name: String, value: String)] = []
+
+    init() {}
+
+    /// The client's startup packet: tracked parameters and `-c name=value` settings from `options`.
+    init(startup: PGStartupMessage) {
+        for parameter in startup.parameters where !Self.notSettings.contains(parameter.name) {
+            guard !parameter.name.hasPrefix("_pq_.") else { continue }
+            if Self.reported.contains(parameter.name) || Self.unreported.contains(parameter.name) {
+                self[parameter.name] = parameter.value
+            }
+        }
+        if let options = startup["options"] {
+            for (name, value) in Self.settings(inOptions: options) { self[name] = value }
+        }
+    }
+
+    subscript(name: String) -> String? {
+        get { self.values.first { $0.name == name }?.value }
+        set {
+            if let index = self.values.firstIndex(where: { $0.name == name }) {
+                if let newValue { self.values[index].value = newValue } else { self.values.remove(at: index) }
+            } else if let newValue {
+                self.values.append((name, newValue))
+            }
+        }
+    }
+
+    /// The names whose wanted value differs from the server's (a parameter the server does not know is set too).
+    func differences(from server: [String: String]) -> [(name: String, value: String)] {
+        self.values.filter { server[$0.name] != $0.value }
+    }
+
+    /// `SET name TO 'value'; ...` for `changes`, as one simple query.
+    static func setStatement(_ changes: [(name: String, value: String)]) -> String {
+        changes.map { "SET \(Self.identifier($0.name)) TO \(Self.literal($0.value))" }.joined(separator: "; ")
+    }
+
+    /// `-c name=value`, `-cname=value` and `--name=value` from a libpq `options` string; backslash escapes a space.
+    static func settings(inOptions options: String) -> [(String, String)] {
+        var words: [String] = []
+        var current = ""
+        var escaped = false
+        for character in options {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                escaped = true
+            } else if character == " " || character == "\t" {
+                if !current.isEmpty { words.append(current) }
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        if !current.isEmpty { words.append(current) }
+        var settings: [(String, String)] = []
+        var index = 0
+        while index < words.count {
+            var word = words[index]
+            if word == "-c", index + 1 < words.count {
+                index += 1
+                word = words[index]
+            } else if word.hasPrefix("-c") {
+                word = String(word.dropFirst(2))
+            } else if word.hasPrefix("--") {
+                word = String(word.dropFirst(2))
+            } else {
+                index += 1
+                continue
+            }
+            if let equals = word.firstIndex(of: "=") {
+                let name = String(word[..<equals]).replacing("-", with: "_")
+                settings.append((name, String(word[word.index(after: equals)...])))
+            }
+            index += 1
+        }
+        return settings
+    }
+
+    private static func identifier(_ name: String) -> String {
+        // Names come from the client; quoting keeps them one identifier whatever they contain.
+        "\"" + name.replacing("\"", with: "\"\"") + "\""
+    }
+
+    private static func literal(_ value: String) -> String {
+        if value.contains("\\") {
+            return "E'" + value.replacing("\\", with: "\\\\").replacing("'", with: "''")
+                + "'"
+        }
+        return "'" + value.replacing("'", with: "''") + "'"
+    }
+
+    static func == (lhs: SessionParameters, rhs: SessionParameters) -> Bool {
+        lhs.values.elementsEqual(rhs.values) { $0.name == $1.name && $0.value == $1.value }
+    }
+}
