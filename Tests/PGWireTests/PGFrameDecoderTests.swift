@@ -52,6 +52,24 @@ import Testing
         }
     }
 
+    @Test func frontendDecoderRefusesATypeNoClientSendsBeforeItsBody() {
+        // Garbage whose "length" would make a plain decoder wait for 134 MB.
+        var buffer = ByteBuffer(fixture: [0x07, 0x08, 0x09, 0x0A, 0x0B])
+        #expect(throws: PGProtocolError.unexpectedMessage(messageType: 0x07, context: "a client message")) {
+            try PGFrameDecoder.frontend().decodeFrame(buffer: &buffer)
+        }
+        // The type byte alone is enough to refuse.
+        var typeOnly = ByteBuffer(fixture: [UInt8(ascii: "Z")])
+        #expect(throws: PGProtocolError.self) { try PGFrameDecoder.frontend().decodeFrame(buffer: &typeOnly) }
+    }
+
+    @Test(arguments: PGFrameDecoder.frontendMessageTypes)
+    func frontendDecoderAcceptsEveryFrontendType(type: UInt8) throws {
+        var buffer = ByteBuffer(fixture: [type, 0, 0, 0, 4])
+        let frame = try #require(try PGFrameDecoder.frontend().decodeFrame(buffer: &buffer))
+        #expect(frame.type == type)
+    }
+
     @Test func negativeLengthIsAnError() {
         var buffer = ByteBuffer(fixture: [0x51, 0xFF, 0xFF, 0xFF, 0xFF])
         #expect(throws: PGProtocolError.negativeLength(messageType: 0x51, length: -1)) {
