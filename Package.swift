@@ -76,6 +76,7 @@ let package = Package(
                 "PGWire", "ConnectionPool", "PoolCore", "LifeguardMetrics", "LifeguardConfig", "Upstream",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -33,7 +33,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         /// `SET`s bringing the server's parameters to the client's.
         case preparing(Lease)
         case active(Lease)
-        /// `DEALLOCATE ALL` or a rollback before the server goes back.
+        /// `DEALLOCATE ALL` (too many prepared statements) or a rollback before the server goes back.
         case cleaning(Lease)
     }
 
@@ -46,7 +46,6 @@ final class ClientChannelHandler: ChannelInboundHandler {
         /// Extended-protocol messages sent since the last Sync: the server owes a reply once a Sync comes.
         var unsynced = 0
         var inCopy = false
-        var namedStatements = false
         var status: PGTransactionStatus = .idle
         /// The server's FATAL message before it closed, told to the client as 08006.
         var fatalMessage: String?
@@ -58,7 +57,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private var link: Link = .none
     private var frames = FrameBuffer()
     private let startupDecoder = PGStartupDecoder()
-    private let frameDecoder = PGFrameDecoder()
+    private let frameDecoder = PGFrameDecoder.frontend()
     private var context: ChannelHandlerContext?
 
     private var admitted = false
@@ -66,6 +65,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private var mode: PoolMode = .session
     private var startupMessage: PGStartupMessage?
     private var parameters = SessionParameters()
+    /// Named prepared statements in transaction and statement mode.
+    private var statements = PreparedStatements()
     private var cancelKey: PGCancelRequest?
     private var cancelTarget: CancelTarget?
     /// Messages that arrived while no server connection was ready for them.
@@ -357,17 +358,21 @@ final class ClientChannelHandler: ChannelInboundHandler {
             lease.unsynced = 0
         case PGFrontendMessageType.copyData, PGFrontendMessageType.copyDone, PGFrontendMessageType.copyFail:
             break
-        case PGFrontendMessageType.parse:
-            lease.unsynced += 1
-            // A non-empty statement name: the statement outlives the transaction on that server connection.
-            if frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self) != 0 {
-                lease.namedStatements = true
-            }
         case PGFrontendMessageType.execute:
             lease.unsynced += 1
             self.queries += 1
         default:
             lease.unsynced += 1
+        }
+        if self.mode != .session, let context = self.context {
+            let prepared = lease.server.preparedStatements.withLock { $0 }
+            if let messages = self.statements.outgoing(frame, prepared: prepared) {
+                // Renamed, injected or substituted: the only messages that are re-encoded.
+                var buffer = context.channel.allocator.buffer(capacity: frame.bytes.readableBytes + 64)
+                for message in messages { message.encode(into: &buffer) }
+                self.outgoing.append(buffer)
+                return
+            }
         }
         self.outgoing.append(frame.bytes)
     }
@@ -498,6 +503,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             )
         )
         self.link = .active(lease)
+        self.statements.newServerConnection()
         if case .loggingIn = self.phase {
             let current = lease.server.parameters.withLock { $0 }
             self.greet(serverParameters: lease.server.startupParameters.map { ($0.name, current[$0.name] ?? $0.value) })
@@ -545,7 +551,32 @@ final class ClientChannelHandler: ChannelInboundHandler {
         guard case .active(var lease) = self.link, lease.token == token, let context = self.context else { return }
         for frame in frames {
             switch frame.type {
+            case PGBackendMessageType.parseComplete, PGBackendMessageType.closeComplete:
+                guard self.mode != .session else { break }
+                let reply = lease.server.preparedStatements.withLock { prepared in
+                    self.statements.reply(frame.type, prepared: &prepared)
+                }
+                switch reply {
+                case .relay:
+                    break
+                case .swallow:
+                    continue
+                case .parseComplete:
+                    var buffer = context.channel.allocator.buffer(capacity: 5)
+                    buffer.writeInteger(PGBackendMessageType.parseComplete)
+                    buffer.writeInteger(Int32(4))
+                    context.write(self.wrapOutboundOut(buffer), promise: nil)
+                    self.clientNeedsFlush = true
+                    continue
+                }
+            case PGBackendMessageType.commandComplete where self.mode != .session && frame.length < 24:
+                if case .commandComplete(let tag)? = try? PGBackendMessage(frame: frame),
+                    PreparedStatements.clearsAll(commandTag: tag)
+                {
+                    lease.server.preparedStatements.withLock { $0.removeAll() }
+                }
             case PGBackendMessageType.readyForQuery:
+                if self.mode != .session { self.statements.readyForQuery() }
                 let status = ServerChannelHandler.transactionStatus(frame) ?? .failedTransaction
                 lease.outstanding = max(0, lease.outstanding - 1)
                 lease.inCopy = false
@@ -655,11 +686,16 @@ final class ClientChannelHandler: ChannelInboundHandler {
 
     /// Transaction and statement mode: ReadyForQuery(I) with nothing outstanding ends the lease.
     private func endTransaction(_ lease: Lease) {
-        if lease.namedStatements {
+        // Prepared statements stay for the next client, up to a bound.
+        if lease.server.preparedStatements.withLock({ $0.count }) > PreparedStatements.maxPerServer {
             self.link = .cleaning(lease)
             lease.server.detach(token: lease.token)
             let handler = NIOLoopBound(self, eventLoop: self.context!.eventLoop)
-            lease.server.run("DEALLOCATE ALL").hop(to: handler.eventLoop).whenComplete { result in
+            let server = lease.server
+            server.run("DEALLOCATE ALL").hop(to: handler.eventLoop).whenComplete { result in
+                if case .success(let outcome) = result, outcome.error == nil {
+                    server.preparedStatements.withLock { $0.removeAll() }
+                }
                 handler.value.cleaned(lease.token, result)
             }
             return
@@ -749,8 +785,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
         if closeChannel { self.context?.close(promise: nil) }
     }
 
-    /// Never returns a dirty server: a rollback if needed, the reset query in session mode (or `DEALLOCATE ALL` after
-    /// named statements), and a close if anything is in flight or a command fails.
+    /// Never returns a dirty server: a rollback if needed, the reset query in session mode (or `DEALLOCATE ALL` past
+    /// ``PreparedStatements/maxPerServer`` statements), and a close if anything is in flight or a command fails.
     private static func returnServer(_ lease: Lease, to pool: ProxyPool, mode: PoolMode, resetQuery: String?) {
         let server = lease.server
         guard lease.outstanding == 0 && lease.unsynced == 0 && !lease.inCopy && server.isActive else {
@@ -761,12 +797,14 @@ final class ClientChannelHandler: ChannelInboundHandler {
         if lease.status != .idle { commands.append("ROLLBACK") }
         if mode == .session {
             if let resetQuery, !resetQuery.isEmpty { commands.append(resetQuery) }
-        } else if lease.namedStatements {
+        } else if server.preparedStatements.withLock({ $0.count }) > PreparedStatements.maxPerServer {
             commands.append("DEALLOCATE ALL")
         }
+        let deallocates = commands.last == "DEALLOCATE ALL"
         Self.run(commands[...], on: server).whenComplete { result in
             switch result {
             case .success(true):
+                if deallocates { server.preparedStatements.withLock { $0.removeAll() } }
                 if mode == .session {
                     // DISCARD ALL resets what PostgreSQL does not report back.
                     server.parameters.withLock { parameters in

@@ -38,6 +38,8 @@ final class ServerConnection: PooledConnection {
     let startupParameters: [(name: String, value: String)]
     /// Run-time parameters as the server last reported them (plus those Lifeguard set and the server does not report).
     let parameters: Mutex<[String: String]>
+    /// The server names of the statements ``PreparedStatements`` prepared here (transaction and statement mode).
+    let preparedStatements = Mutex<Set<String>>([])
     private let handler: NIOLoopBound<ServerChannelHandler>
     private let pingTimeout: TimeAmount
 

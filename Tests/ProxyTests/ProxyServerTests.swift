@@ -79,6 +79,44 @@ final class ProxyServerTests {
         }
     }
 
+    /// `pgbench -M prepared`: named statements made once per client and used in every later transaction, on whichever
+    /// of the two server connections it gets.
+    @Test func transactionModeKeepsNamedPreparedStatementsAcrossServerConnections() async throws {
+        let initialized = await TestPostgres.runAsync(
+            "/usr/bin/pgbench",
+            ["-i", "-q", "-h", "127.0.0.1", "-p", "\(self.postgres.port)", "-U", "postgres", "postgres"]
+        )
+        try #require(initialized.status == 0, "\(initialized.output)")
+        var configuration = try self.configuration(.transaction)
+        // 8 clients queue for 2 connections on a busy machine: a pool_timeout would fail pgbench's prepare.
+        configuration.poolTimeout = .seconds(30)
+        try await self.withProxy(configuration) { port, _ in
+            // `-t`, not `-T`: the timer is SIGALRM, which children of the test process inherit blocked. A thread per
+            // client: pgbench 15 prepares with a blocking PQprepare, so a thread waiting for a server connection would
+            // stall its other clients, which may hold both connections in their open transactions.
+            let bench = await TestPostgres.runAsync(
+                "/usr/bin/pgbench",
+                ["-M", "prepared", "-c", "8", "-j", "8", "-t", "50", "-n"]
+                    + ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "postgres"]
+            )
+            #expect(bench.status == 0, "\(bench.output)")
+            #expect(bench.output.contains("number of failed transactions: 0 (0.000%)"), "\(bench.output)")
+            let processed = bench.output.split(separator: "\n")
+                .first { $0.hasPrefix("number of transactions actually processed: ") }
+                .map { $0.dropFirst("number of transactions actually processed: ".count) }
+            #expect(processed == "400/400", "\(bench.output)")
+            #expect(!bench.output.contains("does not exist"), "\(bench.output)")
+
+            // The server names are shared: 8 clients, 7 statements of the tpcb-like script, at most 7 per connection.
+            let names = await self.psql(
+                port,
+                "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'lifeguard\\_%'"
+            )
+            let count = Int(names.output)
+            #expect(count.map { (1...7).contains($0) } == true, "\(names.output)")
+        }
+    }
+
     @Test func sessionModeResetsTheServerBeforeTheNextClient() async throws {
         var configuration = try self.configuration(.session)
         configuration.poolSize = 1

@@ -85,6 +85,19 @@ final class TestPostgres: Sendable {
         }
     }
 
+    /// ``run(_:_:environment:)`` off the cooperative thread pool (the proxy's pools need it while the tool runs).
+    static func runAsync(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String]? = nil
+    ) async -> (status: Int32, output: String) {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: Self.run(executable, arguments, environment: environment))
+            }
+        }
+    }
+
     private static func runAsPostgres(_ tool: String, _ arguments: [String]) -> (status: Int32, output: String) {
         Self.run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(Self.binaries)/\(tool)"] + arguments)
     }

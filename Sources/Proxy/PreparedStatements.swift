@@ -1,0 +1,192 @@
+import Crypto
+import NIOCore
+import PGWire
+
+/// Protocol-level named prepared statements in transaction and statement mode (PgBouncer ≥ 1.21's approach): the
+/// client's statement names are mapped to server names derived from the statement itself, so one server statement
+/// serves every client that prepares the same query, and a statement the client prepared on another server connection
+/// is prepared again on the current one before it is used.
+///
+/// Per client; the server connection's set of prepared names (``ServerConnection/preparedStatements``) is passed in.
+/// The replies the server owes for Parse and Close are queued in the order they were sent, so that the reply to an
+/// injected Parse can be swallowed and the reply to a substitute can be turned into what the client expects. Statements
+/// made with SQL `PREPARE` are not tracked (they stay on their server connection, as before).
+struct PreparedStatements {
+    /// Server names start with this.
+    static let serverNamePrefix = "lifeguard_"
+    /// Past this many statements, a server connection is cleared with `DEALLOCATE ALL` before it goes back.
+    static let maxPerServer = 1000
+    /// Stands in for a Parse or Close that must not reach the server: closing a portal that does not exist is not an
+    /// error, and its CloseComplete keeps the place of the reply the client waits for.
+    static let placeholder = PGFrontendMessage.close(.portal("lifeguard_noop"))
+
+    /// What the client named: the server name and the Parse (already carrying the server name) that makes it.
+    struct Statement: Hashable {
+        let serverName: String
+        let parse: PGParse
+    }
+
+    /// What becomes of a ParseComplete or CloseComplete from the server.
+    enum Reply: Equatable {
+        case relay
+        case swallow
+        /// The CloseComplete of a placeholder for a Parse: the client gets ParseComplete.
+        case parseComplete
+    }
+
+    private enum Close: Hashable {
+        case relay
+        /// Placeholder for the client's Parse of `client`, already prepared on the server.
+        case forParse(client: String, serverName: String)
+        /// Placeholder for the client's Close of `client`, which maps to `statement`.
+        case forClose(client: String, statement: Statement)
+    }
+
+    private enum Expected: Hashable {
+        /// A Parse; `client` is the client's name when the client sent it (relayed), nil when injected (swallowed).
+        case parse(serverName: String?, client: String?)
+        case close(Close)
+        /// Sync, Query or FunctionCall: answered with ReadyForQuery.
+        case readyForQuery
+
+        func parses(_ serverName: String) -> Bool {
+            if case .parse(serverName?, _) = self { return true }
+            return false
+        }
+    }
+
+    /// The client's statement names.
+    private(set) var statements: [String: Statement] = [:]
+    /// Replies owed by the server, oldest first.
+    private var expected: [Expected] = []
+
+    init() {}
+
+    /// The server name of a statement: the same for the same query text and parameter types, on any connection.
+    static func serverName(query: String, parameterTypes: [UInt32]) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array(query.utf8))
+        var types: [UInt8] = [0]
+        for type in parameterTypes {
+            types += [UInt8(truncatingIfNeeded: type >> 24), UInt8(truncatingIfNeeded: type >> 16)]
+            types += [UInt8(truncatingIfNeeded: type >> 8), UInt8(truncatingIfNeeded: type)]
+        }
+        hasher.update(data: types)
+        // 128 bits: collisions are out of reach, and the name stays under NAMEDATALEN (63).
+        let hex = hasher.finalize().prefix(16).map { byte in
+            let digits = Array("0123456789abcdef")
+            return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]])
+        }
+        return Self.serverNamePrefix + hex.joined()
+    }
+
+    /// A server connection is taken: nothing is owed by it yet.
+    mutating func newServerConnection() {
+        self.expected.removeAll()
+    }
+
+    /// What to send to the server for one client message, given the names prepared on the server connection; `nil`
+    /// means the frame's bytes as they are.
+    mutating func outgoing(_ frame: PGFrame, prepared: Set<String>) -> [PGFrontendMessage]? {
+        switch frame.type {
+        case PGFrontendMessageType.sync, PGFrontendMessageType.query, PGFrontendMessageType.functionCall:
+            self.expected.append(.readyForQuery)
+            return nil
+        case PGFrontendMessageType.parse, PGFrontendMessageType.bind, PGFrontendMessageType.describe,
+            PGFrontendMessageType.close:
+            break
+        default:
+            return nil
+        }
+        // A malformed message goes as it is: the server rejects it and closes.
+        guard let message = try? PGFrontendMessage(frame: frame) else { return nil }
+        switch message {
+        case .parse(var parse):
+            let client = parse.statementName
+            guard !client.isEmpty else {
+                self.expected.append(.parse(serverName: nil, client: nil))
+                return nil
+            }
+            let serverName = Self.serverName(query: parse.query, parameterTypes: parse.parameterTypes)
+            parse.statementName = serverName
+            self.statements[client] = Statement(serverName: serverName, parse: parse)
+            if self.isAvailable(serverName, prepared: prepared) {
+                self.expected.append(.close(.forParse(client: client, serverName: serverName)))
+                return [Self.placeholder]
+            }
+            self.expected.append(.parse(serverName: serverName, client: client))
+            return [.parse(parse)]
+        case .bind(var bind):
+            guard let statement = self.statements[bind.statementName] else { return nil }
+            bind.statementName = statement.serverName
+            return self.ensure(statement, prepared: prepared) + [.bind(bind)]
+        case .describe(.statement(let client)):
+            guard let statement = self.statements[client] else { return nil }
+            return self.ensure(statement, prepared: prepared) + [.describe(.statement(statement.serverName))]
+        case .close(.statement(let client)):
+            guard let statement = self.statements.removeValue(forKey: client) else {
+                self.expected.append(.close(.relay))
+                return nil
+            }
+            // The server statement stays for the other clients.
+            self.expected.append(.close(.forClose(client: client, statement: statement)))
+            return [Self.placeholder]
+        case .close(.portal):
+            self.expected.append(.close(.relay))
+            return nil
+        default:
+            return nil
+        }
+    }
+
+    /// The server's ParseComplete or CloseComplete (`type`): what the client gets. A ParseComplete marks its statement
+    /// prepared on the server connection.
+    mutating func reply(_ type: UInt8, prepared: inout Set<String>) -> Reply {
+        // Replies come in the order of the messages; ReadyForQuery markers belong to later replies.
+        guard let index = self.expected.firstIndex(where: { $0 != .readyForQuery }) else { return .relay }
+        let entry = self.expected.remove(at: index)
+        switch (type, entry) {
+        case (PGBackendMessageType.parseComplete, .parse(let serverName, let client)):
+            if let serverName { prepared.insert(serverName) }
+            return serverName != nil && client == nil ? .swallow : .relay
+        case (PGBackendMessageType.closeComplete, .close(.forParse)):
+            return .parseComplete
+        default:
+            return .relay
+        }
+    }
+
+    /// ReadyForQuery: what was owed before its Sync and never came was skipped after an error, as PostgreSQL skips up
+    /// to Sync; the client's statements then are as if those messages had not been sent.
+    mutating func readyForQuery() {
+        let end = self.expected.firstIndex(of: .readyForQuery).map { $0 + 1 } ?? self.expected.count
+        for entry in self.expected[..<end] {
+            switch entry {
+            case .parse(let serverName?, let client?), .close(.forParse(let client, let serverName)):
+                if self.statements[client]?.serverName == serverName { self.statements[client] = nil }
+            case .close(.forClose(let client, let statement)):
+                if self.statements[client] == nil { self.statements[client] = statement }
+            default:
+                break
+            }
+        }
+        self.expected.removeFirst(end)
+    }
+
+    /// Whether a CommandComplete tag says that every prepared statement of the server connection is gone.
+    static func clearsAll(commandTag tag: String) -> Bool {
+        tag == "DEALLOCATE ALL" || tag == "DISCARD ALL"
+    }
+
+    private func isAvailable(_ serverName: String, prepared: Set<String>) -> Bool {
+        // A Parse already on its way counts: if it fails, the server skips what follows up to Sync.
+        prepared.contains(serverName) || self.expected.contains { $0.parses(serverName) }
+    }
+
+    /// The client's statement prepared before it is used: its Parse, injected when the server connection lacks it.
+    private mutating func ensure(_ statement: Statement, prepared: Set<String>) -> [PGFrontendMessage] {
+        if self.isAvailable(statement.serverName, prepared: prepared) { return [] }
+        self.expected.append(.parse(serverName: statement.serverName, client: nil))
+        return [.parse(statement.parse)]
+    }
+}

@@ -1,0 +1,180 @@
+import NIOCore
+import PGWire
+import Testing
+
+@testable import Proxy
+
+/// The bookkeeping of named prepared statements in transaction mode, message by message.
+@Suite struct PreparedStatementsTests {
+    let parseComplete = PGBackendMessageType.parseComplete
+    let closeComplete = PGBackendMessageType.closeComplete
+
+    func frame(_ message: PGFrontendMessage) -> PGFrame {
+        var buffer = ByteBuffer()
+        message.encode(into: &buffer)
+        let type = buffer.readInteger(as: UInt8.self)!
+        buffer.moveReaderIndex(forwardBy: 4)
+        return PGFrame(type: type, body: buffer)
+    }
+
+    func parse(_ name: String, _ query: String = "SELECT $1::int", types: [UInt32] = []) -> PGFrame {
+        self.frame(.parse(PGParse(statementName: name, query: query, parameterTypes: types)))
+    }
+
+    func bind(_ statement: String, portal: String = "") -> PGFrame {
+        var parameters = ByteBuffer()
+        parameters.writeBytes([0, 0, 0, 1, 0, 0, 0, 1, 0x37, 0, 0])
+        return self.frame(.bind(PGBind(portalName: portal, statementName: statement, parameters: parameters)))
+    }
+
+    var sync: PGFrame { self.frame(.sync) }
+
+    var serverName: String { PreparedStatements.serverName(query: "SELECT $1::int", parameterTypes: []) }
+
+    @Test func theServerNameDependsOnTheQueryAndTheParameterTypesOnly() {
+        let name = PreparedStatements.serverName(query: "SELECT $1::int", parameterTypes: [23])
+        #expect(name.hasPrefix("lifeguard_"))
+        #expect(name.count == "lifeguard_".count + 32)
+        #expect(name == PreparedStatements.serverName(query: "SELECT $1::int", parameterTypes: [23]))
+        #expect(name != PreparedStatements.serverName(query: "SELECT $1::int", parameterTypes: [20]))
+        #expect(name != PreparedStatements.serverName(query: "SELECT $1::int ", parameterTypes: [23]))
+        #expect(name != PreparedStatements.serverName(query: "SELECT $1::int", parameterTypes: []))
+    }
+
+    @Test func aParseIsRenamedAndItsParseCompleteMarksTheStatementPrepared() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        let out = statements.outgoing(self.parse("_pg3_0"), prepared: prepared)
+        #expect(out == [.parse(PGParse(statementName: self.serverName, query: "SELECT $1::int"))])
+        #expect(statements.outgoing(self.bind("_pg3_0"), prepared: prepared)?.count == 1)
+        #expect(statements.outgoing(self.sync, prepared: prepared) == nil)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        #expect(prepared == [self.serverName])
+        statements.readyForQuery()
+        #expect(statements.statements["_pg3_0"]?.serverName == self.serverName)
+    }
+
+    @Test func aParseOfAStatementTheServerHasBecomesAPlaceholderWhoseCloseCompleteIsParseComplete() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = [self.serverName]
+        #expect(statements.outgoing(self.parse("S_1"), prepared: prepared) == [PreparedStatements.placeholder])
+        #expect(statements.outgoing(self.sync, prepared: prepared) == nil)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .parseComplete)
+        statements.readyForQuery()
+        #expect(statements.statements["S_1"]?.serverName == self.serverName)
+    }
+
+    @Test func aBindOnAnotherServerConnectionInjectsTheParseAndSwallowsItsReply() {
+        var statements = PreparedStatements()
+        var first: Set<String> = []
+        _ = statements.outgoing(self.parse("S_1"), prepared: first)
+        _ = statements.outgoing(self.sync, prepared: first)
+        #expect(statements.reply(self.parseComplete, prepared: &first) == .relay)
+        statements.readyForQuery()
+
+        // The next transaction gets a server connection that never saw the statement.
+        statements.newServerConnection()
+        var second: Set<String> = []
+        let out = statements.outgoing(self.bind("S_1", portal: "p"), prepared: second)
+        var parameters = ByteBuffer()
+        parameters.writeBytes([0, 0, 0, 1, 0, 0, 0, 1, 0x37, 0, 0])
+        #expect(
+            out == [
+                .parse(PGParse(statementName: self.serverName, query: "SELECT $1::int")),
+                .bind(PGBind(portalName: "p", statementName: self.serverName, parameters: parameters)),
+            ]
+        )
+        // Describe right after: the injected Parse is on its way, no second one.
+        #expect(
+            statements.outgoing(self.frame(.describe(.statement("S_1"))), prepared: second) == [
+                .describe(.statement(self.serverName))
+            ]
+        )
+        _ = statements.outgoing(self.sync, prepared: second)
+        #expect(statements.reply(self.parseComplete, prepared: &second) == .swallow)
+        #expect(second == [self.serverName])
+        statements.readyForQuery()
+
+        // A third connection that has it: nothing injected.
+        #expect(statements.outgoing(self.bind("S_1"), prepared: [self.serverName])?.count == 1)
+    }
+
+    @Test func unnamedAndUnknownStatementsPassUnchanged() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        #expect(statements.outgoing(self.parse(""), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.bind(""), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.bind("never_parsed"), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.describe(.statement("never_parsed"))), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.execute(portalName: "", maxRows: 0)), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.close(.portal("p"))), prepared: prepared) == nil)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .relay)
+        #expect(prepared.isEmpty)
+    }
+
+    @Test func closingAStatementForgetsItButLeavesItOnTheServer() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = [self.serverName]
+        _ = statements.outgoing(self.parse("S_1"), prepared: prepared)
+        let close = statements.outgoing(self.frame(.close(.statement("S_1"))), prepared: prepared)
+        #expect(close == [PreparedStatements.placeholder])
+        _ = statements.outgoing(self.sync, prepared: prepared)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .parseComplete)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .relay)
+        statements.readyForQuery()
+        #expect(statements.statements.isEmpty)
+        #expect(prepared == [self.serverName])
+        // Now unknown to the client: PostgreSQL gives its own "does not exist".
+        #expect(statements.outgoing(self.bind("S_1"), prepared: prepared) == nil)
+    }
+
+    @Test func afterAnErrorWhatTheServerSkippedIsUndoneUpToItsSyncOnly() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        let other = PreparedStatements.serverName(query: "SELECT 2", parameterTypes: [])
+        _ = statements.outgoing(self.parse("kept", "SELECT 2"), prepared: prepared)
+        _ = statements.outgoing(self.sync, prepared: prepared)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        statements.readyForQuery()
+        // First batch: the Parse fails, the server skips the Close; second batch, pipelined, succeeds.
+        _ = statements.outgoing(self.parse("bad", "SELEC 1"), prepared: prepared)
+        _ = statements.outgoing(self.frame(.close(.statement("kept"))), prepared: prepared)
+        _ = statements.outgoing(self.sync, prepared: prepared)
+        _ = statements.outgoing(self.parse("good"), prepared: prepared)
+        _ = statements.outgoing(self.sync, prepared: prepared)
+
+        statements.readyForQuery()  // ErrorResponse, then ReadyForQuery of the first Sync.
+        #expect(statements.statements["bad"] == nil)
+        #expect(statements.statements["kept"]?.serverName == other)
+        #expect(statements.statements["good"]?.serverName == self.serverName)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        #expect(prepared == [other, self.serverName])
+        statements.readyForQuery()
+        #expect(statements.statements["good"] != nil)
+        let badName = PreparedStatements.serverName(query: "SELEC 1", parameterTypes: [])
+        #expect(!prepared.contains(badName))
+    }
+
+    @Test func aFailedInjectedParseLeavesTheStatementUnpreparedAndInjectsAgainNextTime() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        _ = statements.outgoing(self.parse("S_1"), prepared: [self.serverName])
+        _ = statements.outgoing(self.sync, prepared: [self.serverName])
+        _ = statements.reply(self.closeComplete, prepared: &prepared)
+        statements.readyForQuery()
+        statements.newServerConnection()
+        #expect(statements.outgoing(self.bind("S_1"), prepared: prepared)?.count == 2)
+        _ = statements.outgoing(self.sync, prepared: prepared)
+        statements.readyForQuery()  // the injected Parse failed
+        #expect(prepared.isEmpty)
+        #expect(statements.outgoing(self.bind("S_1"), prepared: prepared)?.count == 2)
+    }
+
+    @Test func deallocateAllAndDiscardAllClearTheServer() {
+        #expect(PreparedStatements.clearsAll(commandTag: "DEALLOCATE ALL"))
+        #expect(PreparedStatements.clearsAll(commandTag: "DISCARD ALL"))
+        #expect(!PreparedStatements.clearsAll(commandTag: "DEALLOCATE"))
+        #expect(!PreparedStatements.clearsAll(commandTag: "DISCARD PLANS"))
+    }
+}
