@@ -21,26 +21,11 @@ struct LifeguardServer {
         let metrics = LifeguardMetrics(version: lifeguardVersion)
         let state = ServerState(configuration: self.configuration, metrics: metrics)
 
-        let exporter = MetricsServer(
-            host: self.configuration.metricsListen.host,
-            port: self.configuration.metricsListen.port,
-            metrics: metrics,
-            readiness: { state.readiness }
-        )
-        do {
-            let port = try exporter.start()
-            logger.info(
-                "serving /metrics, /healthz and /readyz",
-                metadata: ["address": "\(self.configuration.metricsListen.host):\(port)"]
-            )
-        } catch {
-            logger.critical("\(error)")
-            throw ExitCode(1)
-        }
-        defer { exporter.stop() }
         for upstream in self.configuration.upstreams {
             logger.info("upstream", metadata: ["name": "\(upstream.name)", "dsn": "\(upstream.conninfo.redacted)"])
         }
+        // One probe before anything answers, so that the first scrape and /readyz already know the upstream.
+        await UpstreamProbe(state: state, logger: logger).probeAll()
 
         let proxy: ProxyServer
         do {
@@ -64,9 +49,18 @@ struct LifeguardServer {
             throw ExitCode(1)
         }
 
+        let exporter = MetricsServer(
+            host: self.configuration.metricsListen.host,
+            port: self.configuration.metricsListen.port,
+            metrics: metrics,
+            readiness: { state.readiness }
+        )
         let group = ServiceGroup(
             configuration: .init(
                 services: [
+                    // First, so that it stops last; started by the group, after SIGTERM/SIGINT are trapped, so that a
+                    // signal sent once /healthz answers is always a graceful shutdown.
+                    .init(service: ExporterService(exporter: exporter, logger: logger)),
                     .init(service: UpstreamProbe(state: state, logger: logger)),
                     .init(service: ConfigurationReloader(state: state, logger: logger)),
                     // Last, so that it is the first to shut down.
@@ -76,7 +70,12 @@ struct LifeguardServer {
                 logger: logger
             )
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as MetricsServerError {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
         logger.info("stopped")
     }
 
@@ -137,9 +136,16 @@ final class ServerState: Sendable {
         }
     }
 
-    func recordProbe(_ name: String, _ result: PingResult) {
-        self.state.withLock { $0.probes[name] = result }
+    /// Records a probe result; returns the previous one.
+    @discardableResult
+    func recordProbe(_ name: String, _ result: PingResult) -> PingResult? {
+        let previous = self.state.withLock { state in
+            let previous = state.probes[name]
+            state.probes[name] = result
+            return previous
+        }
         self.metrics.setUpstreamUp(name, result.isUp)
+        return previous
     }
 
     /// Puts a configuration in force: registers the series of new pools at 0, updates the configured sizes, and
@@ -178,18 +184,19 @@ struct UpstreamProbe: Service {
     var interval: Duration = .seconds(1)
 
     func run() async throws {
-        var last: [String: PingResult] = [:]
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            for upstream in self.state.configuration.upstreams {
-                let result = await Self.ping(upstream.conninfo)
-                self.state.recordProbe(upstream.name, result)
-                if last[upstream.name] != result {
-                    let level: Logger.Level = result.isUp ? .info : .warning
-                    self.logger.log(level: level, "upstream \(upstream.name): \(result)")
-                    last[upstream.name] = result
-                }
-            }
             try? await Task.sleep(for: self.interval)
+            await self.probeAll()
+        }
+    }
+
+    /// Probes every upstream once; logs the ones whose state changed.
+    func probeAll() async {
+        for upstream in self.state.configuration.upstreams {
+            let result = await Self.ping(upstream.conninfo)
+            if let previous = self.state.recordProbe(upstream.name, result), previous == result { continue }
+            let level: Logger.Level = result.isUp ? .info : .warning
+            self.logger.log(level: level, "upstream \(upstream.name): \(result)")
         }
     }
 
@@ -257,5 +264,22 @@ struct ProxyService: Service {
         )
         await self.proxy.shutdown(drainTimeout: drainTimeout)
         self.logger.info("proxy stopped")
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz from the moment the group starts until it has shut everything else down.
+struct ExporterService: Service {
+    let exporter: MetricsServer
+    let logger: Logger
+
+    func run() async throws {
+        let port = try self.exporter.start()
+        self.logger.info(
+            "serving /metrics, /healthz and /readyz",
+            metadata: ["address": "\(self.exporter.host):\(port)"]
+        )
+        // The group signals shutdown to the services in reverse order: this one, the first, last.
+        try? await gracefulShutdown()
+        self.exporter.stop()
     }
 }
