@@ -6,6 +6,9 @@
   `.run(...)` runs one-shot commands. Every process is stopped with SIGTERM at the end of the test (SIGKILL if it
   hangs, which fails the test, as does a crash).
 - `free_port`: a function returning a free 127.0.0.1 port below 32768.
+- `pooler`: a factory that starts the pooler under test for the proxy suites (targets.py): Lifeguard with the given
+  pool mode and sizes; returns a `targets.Target` (port, dsn(), connect(), metrics(), the process).
+- `monitor`: a direct superuser connection to the `postgres` server, to watch pg_stat_activity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import harness
+import targets
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +53,33 @@ def lifeguard(lifeguard_bin, tmp_path):
     problems = launcher.close()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def lifeguard_under_test(request):
+    """Resolves the binary only when the pooler under test is Lifeguard (development runs against PgBouncer or
+    PostgreSQL need no build)."""
+    if targets.TARGET == "lifeguard":
+        return request.getfixturevalue("lifeguard")
+    return None
+
+
+@pytest.fixture
+def pooler(lifeguard_under_test, postgres, tmp_path):
+    factory = targets.PoolerFactory(lifeguard_under_test, postgres, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def monitor(postgres):
+    m = targets.Monitor(postgres)
+    try:
+        yield m
+    finally:
+        m.close()
 
 
 @pytest.fixture
