@@ -376,6 +376,31 @@ class PostgresServer:
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGILL, signal.SIGBUS, signal.SIGTRAP, signal.SIGFPE}
 
 
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket process `pid` listens on, read from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                    continue
+                addr_hex, port_hex = local.split(":")
+                raw = bytes.fromhex(addr_hex)
+                # /proc prints the address as host-order 32-bit words.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((socket.inet_ntop(family, raw), int(port_hex, 16)))
+    return found
+
+
 class LifeguardProcess:
     """One `lifeguard` process, its stdout/stderr in files, its ports, and how to talk to it."""
 
@@ -496,28 +521,7 @@ class LifeguardProcess:
 
     def listening_sockets(self) -> set[tuple[str, int]]:
         """(address, port) of every TCP socket this process listens on, read from /proc."""
-        inodes = set()
-        fd_dir = Path(f"/proc/{self.pid}/fd")
-        for fd in fd_dir.iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[len("socket:["):-1])
-        found = set()
-        for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-            with contextlib.suppress(OSError), open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state != "0A" or inode not in inodes:  # 0A = LISTEN
-                        continue
-                    addr_hex, port_hex = local.split(":")
-                    raw = bytes.fromhex(addr_hex)
-                    # /proc prints the address as host-order 32-bit words.
-                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-                    found.add((socket.inet_ntop(family, raw), int(port_hex, 16)))
-        return found
+        return listening_sockets(self.pid)
 
 
 class LifeguardLauncher:

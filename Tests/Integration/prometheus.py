@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -119,28 +118,6 @@ def metric_names(promql: str) -> set[str]:
 # Sockets
 
 
-def listening_sockets(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket the process listens on, from /proc (as harness.LifeguardProcess)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:["):-1])
-    found = set()
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        with contextlib.suppress(OSError), open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                local, state, inode = fields[1], fields[3], fields[9]
-                if state != "0A" or inode not in inodes:  # 0A = LISTEN
-                    continue
-                addr_hex, port_hex = local.split(":")
-                raw = bytes.fromhex(addr_hex)
-                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add((socket.inet_ntop(family, raw), int(port_hex, 16)))
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -222,7 +199,7 @@ class PrometheusServer:
         return ""
 
     def listening_sockets(self) -> set[tuple[str, int]]:
-        return listening_sockets(self.proc.pid)
+        return harness.listening_sockets(self.proc.pid)
 
     # -- HTTP API
 
