@@ -93,7 +93,8 @@ final class ServerState: Sendable {
 
     private struct State {
         var configuration: LifeguardConfiguration
-        var pools: [PoolKey: PoolPlan] = [:]
+        /// The pools the configuration pins completely, registered before any client arrives.
+        var pinnedPools: Set<PoolKey> = []
         var proxy: ProxyServer?
         /// The last probe result per upstream name; absent until probed.
         var probes: [String: PingResult] = [:]
@@ -151,23 +152,24 @@ final class ServerState: Sendable {
     /// Puts a configuration in force: registers the series of new pools at 0, updates the configured sizes, and
     /// drops the series of pools and upstreams that are gone.
     func apply(_ configuration: LifeguardConfiguration) {
-        let plans = configuration.poolPlans
+        let routes = configuration.pinnedRoutes
+        let pinned = Set(routes.map(\.key))
         let (old, oldUpstreams, proxy) = self.state.withLock { state in
-            let old = state.pools
+            let old = state.pinnedPools
             let oldUpstreams = state.configuration.upstreams.map(\.name)
             state.configuration = configuration
-            state.pools = Dictionary(plans.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            state.pinnedPools = pinned
             let names = Set(configuration.upstreams.map(\.name))
             state.probes = state.probes.filter { names.contains($0.key) }
             return (old, oldUpstreams, state.proxy)
         }
-        for plan in plans {
-            let series = self.metrics.pool(database: plan.key.database, user: plan.key.user)
-            series.setConfigured(poolSize: plan.configuration.poolSize, maxOverflow: plan.configuration.maxOverflow)
+        for route in routes {
+            let series = self.metrics.pool(database: route.key.database, user: route.key.user)
+            series.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
         }
         // Pools a client created stay while the proxy serves them.
         let live = proxy?.poolKeys ?? []
-        for key in old.keys where !plans.contains(where: { $0.key == key }) && !live.contains(key) {
+        for key in old where !pinned.contains(key) && !live.contains(key) {
             self.metrics.removePool(database: key.database, user: key.user)
         }
         let names = Set(configuration.upstreams.map(\.name))
