@@ -91,10 +91,13 @@ let package = Package(
             ]
         ),
 
+        // The throwaway PostgreSQL 15 cluster the integration tests share.
+        .target(name: "PostgresTestSupport", path: "Tests/PostgresTestSupport"),
+
         .testTarget(
             name: "PGWireTests",
             dependencies: [
-                "PGWire",
+                "PGWire", "PostgresTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
@@ -104,6 +107,7 @@ let package = Package(
             name: "ProxyTests",
             dependencies: [
                 "Proxy", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                "PostgresTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -114,7 +118,8 @@ let package = Package(
         .testTarget(name: "ConnectionPoolTests", dependencies: ["ConnectionPool", "PoolCore"]),
         .testTarget(name: "LifeguardMetricsTests", dependencies: ["LifeguardMetrics"]),
         .testTarget(name: "ExporterTests", dependencies: ["Exporter", "LifeguardMetrics"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Upstream"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "PostgresTestSupport"]),
+        .testTarget(name: "PostgresTestSupportTests", dependencies: ["PostgresTestSupport"]),
         .testTarget(name: "LifeguardConfigTests", dependencies: ["LifeguardConfig", "Upstream"]),
         .testTarget(
             name: "LifeguardTests",

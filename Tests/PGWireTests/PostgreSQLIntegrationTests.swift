@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PostgresTestSupport
 import Testing
 
 @testable import PGWire
@@ -10,11 +11,11 @@ import Glibc
 
 /// Our startup packet and client authentication against a real PostgreSQL 15: SCRAM, md5, cleartext, trust.
 /// Needs root (initdb runs as `postgres` through runuser) and the Debian postgresql-15 binaries.
-@Suite(.serialized, .enabled(if: PostgreSQLServer.isAvailable, "needs root and PostgreSQL 15 binaries"))
+@Suite(.serialized, .enabled(if: TestPostgres.isAvailable, "needs root and PostgreSQL 15 binaries"))
 struct PostgreSQLIntegrationTests {
     @Test func authenticatesWithEveryMethodAndReachesReadyForQuery() throws {
-        let server = try PostgreSQLServer.start()
-        defer { server.stop() }
+        let server = try Self.startServer()
+        defer { server.destroy() }
 
         for user in ["scramuser", "md5user", "clearuser", "trustuser"] {
             var connection = try WireConnection(port: server.port)
@@ -28,8 +29,8 @@ struct PostgreSQLIntegrationTests {
     }
 
     @Test func wrongPasswordsGetPostgreSQLsError() throws {
-        let server = try PostgreSQLServer.start()
-        defer { server.stop() }
+        let server = try Self.startServer()
+        defer { server.destroy() }
         for user in ["scramuser", "md5user"] {
             var connection = try WireConnection(port: server.port)
             let outcome = try connection.authenticate(user: user, password: "wrong")
@@ -47,8 +48,8 @@ struct PostgreSQLIntegrationTests {
     }
 
     @Test func storedSecretsMatchOurDerivations() throws {
-        let server = try PostgreSQLServer.start()
-        defer { server.stop() }
+        let server = try Self.startServer()
+        defer { server.destroy() }
         let scram = try server.psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'scramuser'")
         guard case .scramSHA256(let secret) = try PGAuthSecret(parsing: scram) else {
             Issue.record("PostgreSQL stored something other than a SCRAM secret: not SCRAM-SHA-256$...")
@@ -62,8 +63,8 @@ struct PostgreSQLIntegrationTests {
     }
 
     @Test func sslRequestIsAnsweredWithN() throws {
-        let server = try PostgreSQLServer.start()
-        defer { server.stop() }
+        let server = try Self.startServer()
+        defer { server.destroy() }
         var connection = try WireConnection(port: server.port)
         var buffer = ByteBuffer()
         PGStartupPacket.sslRequest.encode(into: &buffer)
@@ -73,122 +74,27 @@ struct PostgreSQLIntegrationTests {
         #expect(try connection.authenticate(user: "scramuser", password: "pencil") == .ready)
         connection.terminate()
     }
-}
 
-/// A throwaway PostgreSQL 15 cluster on 127.0.0.1 and an OS-chosen port, in a temporary directory.
-struct PostgreSQLServer {
-    static let bin = "/usr/lib/postgresql/15/bin"
+    /// A user per authentication method, each with password `pencil` except `trustuser`; SCRAM secrets by default.
+    static func startServer() throws -> TestPostgres {
+        try TestPostgres(
+            hba: """
+                local all all trust
+                host all trustuser 127.0.0.1/32 trust
+                host all clearuser 127.0.0.1/32 password
+                host all md5user 127.0.0.1/32 md5
+                host all all 127.0.0.1/32 scram-sha-256
 
-    static var isAvailable: Bool {
-        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "\(bin)/initdb")
-            && FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser")
-    }
-
-    let directory: String
-    let port: Int
-
-    static func start() throws -> PostgreSQLServer {
-        let directory = NSTemporaryDirectory() + "pgwire-test-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try run("/bin/chown", ["postgres:postgres", directory])
-        let data = "\(directory)/data"
-        try asPostgres("\(bin)/initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync"])
-        try """
-        local all all trust
-        host all trustuser 127.0.0.1/32 trust
-        host all clearuser 127.0.0.1/32 password
-        host all md5user 127.0.0.1/32 md5
-        host all all 127.0.0.1/32 scram-sha-256
-
-        """.write(toFile: "\(data)/pg_hba.conf", atomically: true, encoding: .utf8)
-        let port = try freePort()
-        let server = PostgreSQLServer(directory: directory, port: port)
-        let options =
-            "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c password_encryption=scram-sha-256 -c fsync=off"
-        try asPostgres("\(bin)/pg_ctl", ["-D", data, "-l", "\(directory)/log", "-o", options, "-w", "start"])
-        try server.psql(
-            """
-            CREATE ROLE scramuser LOGIN PASSWORD 'pencil';
-            CREATE ROLE clearuser LOGIN PASSWORD 'pencil';
-            CREATE ROLE trustuser LOGIN;
-            SET password_encryption = 'md5';
-            CREATE ROLE md5user LOGIN PASSWORD 'pencil';
-            """
+                """,
+            settings: ["password_encryption": "scram-sha-256"],
+            setupSQL: """
+                CREATE ROLE scramuser LOGIN PASSWORD 'pencil';
+                CREATE ROLE clearuser LOGIN PASSWORD 'pencil';
+                CREATE ROLE trustuser LOGIN;
+                SET password_encryption = 'md5';
+                CREATE ROLE md5user LOGIN PASSWORD 'pencil';
+                """
         )
-        return server
-    }
-
-    func stop() {
-        _ = try? Self.asPostgres(
-            "\(Self.bin)/pg_ctl",
-            ["-D", "\(self.directory)/data", "-m", "immediate", "-w", "stop"]
-        )
-        try? FileManager.default.removeItem(atPath: self.directory)
-    }
-
-    @discardableResult
-    func psql(_ sql: String) throws -> String {
-        try Self.asPostgres(
-            "\(Self.bin)/psql",
-            [
-                "-h", self.directory, "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-At", "-v",
-                "ON_ERROR_STOP=1", "-c", sql,
-            ]
-        ).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    @discardableResult
-    static func asPostgres(_ tool: String, _ arguments: [String]) throws -> String {
-        try run("/usr/sbin/runuser", ["-u", "postgres", "--", tool] + arguments)
-    }
-
-    /// Runs a program and waits for it. posix_spawn rather than Foundation's Process: Process waits for a
-    /// descriptor that `pg_ctl start` hands down to the server, so it would block until the server stops.
-    @discardableResult
-    static func run(_ tool: String, _ arguments: [String]) throws -> String {
-        let outputPath = NSTemporaryDirectory() + "pgwire-test-output-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = ([tool] + arguments).map { strdup($0) } + [nil]
-        defer {
-            for argument in argv {
-                free(argument)
-            }
-        }
-        var pid = pid_t()
-        let spawned = posix_spawn(&pid, tool, &actions, nil, argv, environ)
-        guard spawned == 0 else { throw TestFailure("could not start \(tool): \(spawned)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        // WIFEXITED && WEXITSTATUS == 0
-        guard status & 0x7F == 0, (status >> 8) & 0xFF == 0 else {
-            throw TestFailure("\(tool) failed (status \(status)): \(text)")
-        }
-        return text
-    }
-
-    /// Binds port 0 to let the kernel pick a free port, then releases it for PostgreSQL.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        guard bound else { throw TestFailure("could not bind a port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 

@@ -3,6 +3,7 @@ import LifeguardConfig
 import LifeguardMetrics
 import Logging
 import PoolCore
+import PostgresTestSupport
 import Testing
 import Upstream
 
@@ -14,7 +15,16 @@ final class ProxyServerTests {
     let postgres: TestPostgres
 
     init() throws {
-        self.postgres = try TestPostgres()
+        // Role `postgres` is trusted; role `app` needs md5 password `secret`.
+        self.postgres = try TestPostgres(
+            hba: """
+                local all all trust
+                host all postgres 127.0.0.1/32 trust
+                host all all 127.0.0.1/32 md5
+
+                """,
+            setupSQL: "CREATE ROLE app LOGIN PASSWORD 'secret'"
+        )
     }
 
     deinit {
@@ -91,9 +101,9 @@ final class ProxyServerTests {
         // 8 clients queue for 2 connections on a busy machine: a pool_timeout would fail pgbench's prepare.
         configuration.poolTimeout = .seconds(30)
         try await self.withProxy(configuration) { port, _ in
-            // `-t`, not `-T`: the timer is SIGALRM, which children of the test process inherit blocked. A thread per
-            // client: pgbench 15 prepares with a blocking PQprepare, so a thread waiting for a server connection would
-            // stall its other clients, which may hold both connections in their open transactions.
+            // `-t`, not `-T`: a fixed number of transactions makes the count below exact. A thread per client:
+            // pgbench 15 prepares with a blocking PQprepare, so a thread waiting for a server connection would stall
+            // its other clients, which may hold both connections in their open transactions.
             let bench = await TestPostgres.runAsync(
                 "/usr/bin/pgbench",
                 ["-M", "prepared", "-c", "8", "-j", "8", "-t", "50", "-n"]
