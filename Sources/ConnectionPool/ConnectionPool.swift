@@ -2,10 +2,15 @@ import PoolCore
 import Synchronization
 
 /// The live pool of one (database, user): runs PoolCore's ``PoolStateMachine`` with the real clock, the connection
-/// factory and Swift concurrency timers.
+/// factory and one Swift concurrency timer task.
 ///
 /// Every call locks, feeds one event stamped with `ContinuousClock.now`, unlocks, and only then runs the actions
-/// (opening connections, handing them out, closing, pinging, timers) and calls the observer.
+/// (opening connections, handing them out, closing, pinging) and calls the observer.
+///
+/// Timers are lazy: the state machine asks for one per lease or idle connection (`leak_threshold`, `idle_timeout`,
+/// `pool_timeout`) and cancels most of them milliseconds later, so scheduling and cancelling only edit a table, and
+/// a single task sleeps until the earliest deadline. It is restarted only when a new deadline comes before the one
+/// it sleeps for; when it wakes, it fires what is due and sleeps again until the next deadline.
 public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     public typealias Connection = Factory.Connection
     /// Receives the result of a request, exactly once.
@@ -23,16 +28,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         var machine: PoolStateMachine
         var connections: [ConnectionID: Connection] = [:]
         var requests: [RequestID: LeaseCompletion] = [:]
-        var timers: [PoolTimer.ID: TimerSlot] = [:]
+        /// Timers asked for and not yet fired or cancelled.
+        var timers: [PoolTimer.ID: PoolTimer] = [:]
+        /// The deadline the timer task sleeps until; nil when no task sleeps.
+        var wakeAt: ContinuousClock.Instant?
+        /// Tells the current timer task from replaced ones (a replaced task may still wake up).
+        var timerGeneration: UInt64 = 0
+        var timerTask: Task<Void, Never>?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var version: UInt64 = 0
-    }
-
-    /// A timer task is started outside the lock, so its cancellation or firing can come before it is recorded.
-    private enum TimerSlot {
-        case running(Task<Void, Never>)
-        case cancelledBeforeStart
-        case firedBeforeStart
     }
 
     private struct StatsDelivery {
@@ -47,7 +51,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         case fail(LeaseCompletion, PoolError)
         case ping(Connection)
         case close(Connection)
-        case schedule(PoolTimer)
+        case sleep(until: ContinuousClock.Instant, generation: UInt64)
         case cancel(Task<Void, Never>)
         case observe(PoolObservation)
         case finished([CheckedContinuation<Void, Never>])
@@ -84,10 +88,11 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     /// Asks for a connection for an event-loop caller. `completion` is called exactly once: with a connection,
     /// or with a ``PoolError`` (timeout, connect failure, shutdown, or cancellation through ``cancel(_:)``).
     /// It may be called before this method returns, when a connection is ready.
+    /// Among idle connections, one whose ``PooledConnection/affinity`` equals `affinity` is preferred.
     @discardableResult
-    public func lease(_ completion: @escaping LeaseCompletion) -> RequestID {
+    public func lease(affinity: Int? = nil, _ completion: @escaping LeaseCompletion) -> RequestID {
         let request = self.makeRequestID()
-        self.lease(request, completion)
+        self.lease(request, affinity: affinity, completion)
         return request
     }
 
@@ -155,8 +160,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         RequestID(self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
-    private func lease(_ request: RequestID, _ completion: @escaping LeaseCompletion) {
-        self.handle(.leaseRequested(request)) { $0.requests[request] = completion }
+    private func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
+        self.handle(.leaseRequested(request, affinity: affinity)) { $0.requests[request] = completion }
     }
 
     private func waitUntilShutDown() async {
@@ -206,22 +211,22 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         case .failRequest(let request, let error):
             if let completion = state.requests.removeValue(forKey: request) { work.append(.fail(completion, error)) }
         case .scheduleTimer(let timer):
-            work.append(.schedule(timer))
-        case .cancelTimer(let id):
-            switch state.timers[id] {
-            case .running(let task):
-                state.timers[id] = nil
-                work.append(.cancel(task))
-            case nil:
-                state.timers[id] = .cancelledBeforeStart
-            case .firedBeforeStart, .cancelledBeforeStart:
-                state.timers[id] = nil
+            guard !state.machine.isShutDown else { return }
+            state.timers[timer.id] = timer
+            if state.wakeAt.map({ timer.deadline < $0 }) ?? true {
+                Self.restartTimerTask(until: timer.deadline, in: &state, into: &work)
             }
+        case .cancelTimer(let id):
+            // The task may wake for nothing; it then sleeps until the next deadline.
+            state.timers[id] = nil
         case .observe(let observation):
             work.append(.observe(observation))
         case .shutdownComplete:
-            for case .running(let task) in state.timers.values { work.append(.cancel(task)) }
+            if let task = state.timerTask { work.append(.cancel(task)) }
             state.timers = [:]
+            state.wakeAt = nil
+            state.timerTask = nil
+            state.timerGeneration += 1
             work.append(.finished(state.shutdownWaiters))
             state.shutdownWaiters = []
         }
@@ -234,7 +239,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
                 do throws(ConnectError) {
                     let connection = try await self.factory.makeConnection(id: id, for: self.key)
                     precondition(connection.id == id, "the factory must use the id it was given")
-                    self.handle(.connectionEstablished(id)) { $0.connections[id] = connection }
+                    self.handle(.connectionEstablished(id, affinity: connection.affinity)) {
+                        $0.connections[id] = connection
+                    }
                 } catch {
                     self.handle(.connectFailed(id, error))
                 }
@@ -250,8 +257,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
             }
         case .close(let connection):
             connection.close()
-        case .schedule(let timer):
-            self.start(timer)
+        case .sleep(let deadline, let generation):
+            self.startTimerTask(until: deadline, generation: generation)
         case .cancel(let task):
             task.cancel()
         case .observe(let observation):
@@ -261,37 +268,60 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         }
     }
 
-    private func start(_ timer: PoolTimer) {
+    /// Replaces the timer task by one that sleeps until `deadline` (started once the lock is released).
+    private static func restartTimerTask(
+        until deadline: ContinuousClock.Instant,
+        in state: inout State,
+        into work: inout [Work]
+    ) {
+        if let task = state.timerTask { work.append(.cancel(task)) }
+        state.timerTask = nil
+        state.timerGeneration += 1
+        state.wakeAt = deadline
+        work.append(.sleep(until: deadline, generation: state.timerGeneration))
+    }
+
+    private func startTimerTask(until deadline: ContinuousClock.Instant, generation: UInt64) {
         let task = Task {
             do {
-                try await Task.sleep(until: timer.deadline, clock: .continuous)
+                try await Task.sleep(until: deadline, clock: .continuous)
             } catch {
                 return
             }
-            self.handle(.timerFired(timer)) { state in
-                if case .running = state.timers[timer.id] {
-                    state.timers[timer.id] = nil
-                } else {
-                    state.timers[timer.id] = .firedBeforeStart
+            self.timerTaskWoke(generation: generation)
+        }
+        // The task may have woken (or been replaced) before it is recorded here.
+        let current = self.state.withLock { state in
+            guard state.timerGeneration == generation else { return false }
+            state.timerTask = task
+            return true
+        }
+        if !current { task.cancel() }
+    }
+
+    /// Fires every timer that is due, in deadline order, and sleeps again until the next one.
+    private func timerTaskWoke(generation: UInt64) {
+        let (due, next) = self.state.withLock { state -> ([PoolTimer], [Work]) in
+            guard state.timerGeneration == generation else { return ([], []) }
+            state.timerTask = nil
+            state.wakeAt = nil
+            let now = ContinuousClock.now
+            var due: [PoolTimer] = []
+            var earliest: ContinuousClock.Instant?
+            for timer in state.timers.values {
+                if timer.deadline <= now {
+                    due.append(timer)
+                } else if earliest.map({ timer.deadline < $0 }) ?? true {
+                    earliest = timer.deadline
                 }
             }
+            for timer in due { state.timers[timer.id] = nil }
+            var work: [Work] = []
+            if let earliest { Self.restartTimerTask(until: earliest, in: &state, into: &work) }
+            return (due.sorted { ($0.deadline, $0.id) < ($1.deadline, $1.id) }, work)
         }
-        let cancel = self.state.withLock { state -> Bool in
-            switch state.timers[timer.id] {
-            case nil, .running:
-                // `.running`: the same timer asked for again after an early wake-up.
-                if state.machine.isShutDown { return true }
-                state.timers[timer.id] = .running(task)
-                return false
-            case .cancelledBeforeStart:
-                state.timers[timer.id] = nil
-                return true
-            case .firedBeforeStart:
-                state.timers[timer.id] = nil
-                return false
-            }
-        }
-        if cancel { task.cancel() }
+        for item in next { self.run(item) }
+        for timer in due { self.handle(.timerFired(timer)) }
     }
 
     private func deliver(_ stats: PoolStats, version: UInt64) {

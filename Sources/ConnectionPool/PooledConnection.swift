@@ -9,6 +9,13 @@ public protocol PooledConnection: AnyObject, Sendable {
     func ping() async -> Bool
     /// Closes the connection without waiting.
     func close()
+    /// Matched against the `affinity` of lease requests: the pool prefers handing out a connection with the
+    /// requester's affinity (the event loop both run on, so that no thread hop sits between them). Nil: none.
+    var affinity: Int? { get }
+}
+
+extension PooledConnection {
+    public var affinity: Int? { nil }
 }
 
 /// Opens server connections for a pool.

@@ -2,12 +2,14 @@
 public enum PoolEvent: Sendable, Equatable {
     /// Open `min_size` connections.
     case start
-    /// A client asks for a connection. The id must be new.
-    case leaseRequested(RequestID)
+    /// A client asks for a connection. The id must be new. Among idle connections, one with the same `affinity`
+    /// (the event loop the client runs on, say) is preferred; the order in which waiters are served does not change.
+    case leaseRequested(RequestID, affinity: Int? = nil)
     /// The client went away; a request still waiting is failed with ``PoolError/Code/cancelled``.
     case requestCancelled(RequestID)
-    /// The factory opened a connection asked for by ``PoolAction/createConnection(_:)``.
-    case connectionEstablished(ConnectionID)
+    /// The factory opened a connection asked for by ``PoolAction/createConnection(_:)``; `affinity` is matched
+    /// against requests' (see ``leaseRequested(_:affinity:)``).
+    case connectionEstablished(ConnectionID, affinity: Int? = nil)
     /// The factory could not open the connection.
     case connectFailed(ConnectionID, ConnectError)
     /// A client gave its connection back in a clean state.

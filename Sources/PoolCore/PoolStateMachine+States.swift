@@ -75,6 +75,8 @@ extension PoolStateMachine {
         var deadline: ContinuousClock.Instant
         /// Scheduled only once the request really waits.
         var timer: PoolTimer.ID?
+        /// Idle connections with this affinity are preferred.
+        var affinity: Int?
     }
 }
 

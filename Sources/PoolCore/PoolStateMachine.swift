@@ -19,6 +19,8 @@ public struct PoolStateMachine: Sendable {
 
     var phase: Phase = .running
     var connections: [ConnectionID: ConnectionState] = [:]
+    /// What `connectionEstablished` said of each open connection that had an affinity.
+    var affinities: [ConnectionID: Int] = [:]
     /// Requests waiting for a connection, oldest first. Requests whose connection is being pinged are held by
     /// that connection instead, and come back here (at their place) if the ping fails.
     var queue: Deque<Waiter> = []
@@ -53,11 +55,12 @@ public struct PoolStateMachine: Sendable {
         switch event {
         case .start:
             self.fillDemand(now: now)
-        case .leaseRequested(let request):
-            self.leaseRequested(request, now: now)
+        case .leaseRequested(let request, let affinity):
+            self.leaseRequested(request, affinity: affinity, now: now)
         case .requestCancelled(let request):
             self.requestCancelled(request)
-        case .connectionEstablished(let id):
+        case .connectionEstablished(let id, let affinity):
+            if let affinity { self.affinities[id] = affinity }
             self.connectionEstablished(id, now: now)
         case .connectFailed(let id, let error):
             self.connectFailed(id, error: error, now: now)
@@ -85,7 +88,7 @@ public struct PoolStateMachine: Sendable {
 
     // MARK: Events
 
-    private mutating func leaseRequested(_ request: RequestID, now: ContinuousClock.Instant) {
+    private mutating func leaseRequested(_ request: RequestID, affinity: Int?, now: ContinuousClock.Instant) {
         guard self.isAcceptingRequests else {
             self.emit(.failRequest(request, self.shuttingDownError()))
             return
@@ -95,7 +98,8 @@ public struct PoolStateMachine: Sendable {
             seq: self.nextSeq,
             since: now,
             deadline: now + self.configuration.poolTimeout,
-            timer: nil
+            timer: nil,
+            affinity: affinity
         )
         self.nextSeq += 1
         self.counts.waiting += 1
@@ -331,7 +335,7 @@ public struct PoolStateMachine: Sendable {
     /// Hands idle connections to waiters, oldest waiter first, most recently used connection first (so that
     /// surplus connections stay unused and reach `idle_timeout`).
     private mutating func serveQueue(now: ContinuousClock.Instant) {
-        while !self.queue.isEmpty, let id = self.idleConnection(mostRecent: true),
+        while let first = self.queue.first, let id = self.idleConnection(mostRecent: true, affinity: first.affinity),
             case .idle(let idle) = self.connections[id]
         {
             if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
@@ -448,7 +452,7 @@ public struct PoolStateMachine: Sendable {
     /// The only place connection states change, so the gauges always count the states.
     private mutating func setState(_ id: ConnectionID, _ state: ConnectionState?) {
         if let old = self.connections[id] { self.count(old, by: -1) }
-        if let state { self.count(state, by: 1) }
+        if let state { self.count(state, by: 1) } else { self.affinities[id] = nil }
         self.connections[id] = state
     }
 
@@ -506,16 +510,22 @@ public struct PoolStateMachine: Sendable {
         self.queue.insert(waiter, at: index)
     }
 
-    private func idleConnection(mostRecent: Bool) -> ConnectionID? {
-        var best: (id: ConnectionID, since: ContinuousClock.Instant)?
+    /// The most (or least) recently used idle connection; with `affinity`, one with that affinity if there is one.
+    private func idleConnection(mostRecent: Bool, affinity: Int? = nil) -> ConnectionID? {
+        var best: (id: ConnectionID, since: ContinuousClock.Instant, matches: Bool)?
         for (id, state) in self.connections {
             guard case .idle(let idle) = state else { continue }
+            let matches = affinity != nil && self.affinities[id] == affinity
             guard let current = best else {
-                best = (id, idle.idleSince)
+                best = (id, idle.idleSince, matches)
+                continue
+            }
+            if matches != current.matches {
+                if matches { best = (id, idle.idleSince, matches) }
                 continue
             }
             let newer = (idle.idleSince, id.rawValue) > (current.since, current.id.rawValue)
-            if newer == mostRecent { best = (id, idle.idleSince) }
+            if newer == mostRecent { best = (id, idle.idleSince, matches) }
         }
         return best?.id
     }

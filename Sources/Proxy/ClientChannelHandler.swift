@@ -407,8 +407,13 @@ final class ClientChannelHandler: ChannelInboundHandler {
         self.link = .waiting(token: token, request: nil)
         self.proxy.clients.setActivity(self.clientID, .waiting)
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
-        let request = pool.pool.lease { result in
-            eventLoop.execute { handler.value.leased(token: token, result) }
+        // Prefers a server connection on this event loop: then relaying needs no thread hop.
+        let request = pool.pool.lease(affinity: ServerConnection.affinity(of: eventLoop)) { result in
+            if eventLoop.inEventLoop {
+                handler.value.leased(token: token, result)
+            } else {
+                eventLoop.execute { handler.value.leased(token: token, result) }
+            }
         }
         if case .waiting(let current, nil) = self.link, current == token {
             self.link = .waiting(token: token, request: request)
@@ -426,8 +431,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             self.link = .none
             self.leaseFailed(error)
         case .success(let server):
-            self.nextToken += 1
-            let lease = Lease(server: server, token: self.nextToken)
+            let lease = Lease(server: server, token: ServerOwner.makeToken())
             self.cancelTarget?.set(server)
             self.proxy.clients.setActivity(self.clientID, .active)
             if case .loggingIn = self.phase, self.mode != .session {

@@ -6,13 +6,22 @@ import Synchronization
 
 /// Who receives what PostgreSQL sends while a client holds the connection. Both closures run on `eventLoop`.
 struct ServerOwner: Sendable {
-    /// Tells this lease from the next one, so that a late `detach` cannot drop a newer owner.
+    /// Tells this lease from every other (of any client), so that a late `detach` cannot drop a newer owner.
     let token: UInt64
     let eventLoop: any EventLoop
     /// One read burst of frames, in order.
     let receive: @Sendable ([PGFrame]) -> Void
     /// The connection closed (after every frame it delivered).
     let closed: @Sendable () -> Void
+}
+
+extension ServerOwner {
+    private static let lastToken = Atomic<UInt64>(0)
+
+    /// A token no other lease has had.
+    static func makeToken() -> UInt64 {
+        Self.lastToken.wrappingAdd(1, ordering: .relaxed).newValue
+    }
 }
 
 /// What a command Lifeguard ran itself (reset query, `SET`s, ping) ended with.
@@ -64,6 +73,13 @@ final class ServerConnection: PooledConnection {
     }
 
     var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    /// The event loop, as the pool's affinity: clients on the same loop get this connection first.
+    var affinity: Int? { Self.affinity(of: self.channel.eventLoop) }
+
+    static func affinity(of eventLoop: any EventLoop) -> Int {
+        ObjectIdentifier(eventLoop).hashValue
+    }
 
     var isActive: Bool { self.channel.isActive }
 
@@ -391,8 +407,12 @@ final class ServerChannelHandler: ChannelInboundHandler {
             return
         }
         let batch = self.batch
-        self.batch.removeAll(keepingCapacity: true)
-        owner.eventLoop.execute { owner.receive(batch) }
+        self.batch = []
+        if owner.eventLoop.inEventLoop {
+            owner.receive(batch)
+        } else {
+            owner.eventLoop.execute { owner.receive(batch) }
+        }
     }
 
     static func transactionStatus(_ frame: PGFrame) -> PGTransactionStatus? {

@@ -104,11 +104,13 @@ struct RandomPoolDriver {
     private mutating func randomStep() throws {
         switch self.next(100) {
         case 0..<22:
-            try self.apply(.leaseRequested(self.newRequest()))
+            try self.apply(.leaseRequested(self.newRequest(), affinity: self.randomAffinity()))
         case 22..<25:
             if let request = self.pick(self.waiting.keys) { try self.apply(.requestCancelled(request)) }
         case 25..<37:
-            if let id = self.pick(self.connecting) { try self.apply(.connectionEstablished(id)) }
+            if let id = self.pick(self.connecting) {
+                try self.apply(.connectionEstablished(id, affinity: self.randomAffinity()))
+            }
         case 37..<41:
             if let id = self.pick(self.connecting) {
                 let reason = ConnectionErrorReason.allCases[self.next(ConnectionErrorReason.allCases.count)]
@@ -185,7 +187,7 @@ struct RandomPoolDriver {
     private mutating func apply(_ event: PoolEvent) throws {
         self.eventCount += 1
         switch event {
-        case .connectionEstablished(let id):
+        case .connectionEstablished(let id, _):
             self.connecting.remove(id)
             self.open.insert(id)
         case .connectFailed(let id, _):
@@ -200,7 +202,7 @@ struct RandomPoolDriver {
             self.pinging[id] = nil
         case .pingSucceeded(let id), .pingFailed(let id):
             self.pinging[id] = nil
-        case .leaseRequested(let request):
+        case .leaseRequested(let request, _):
             self.waiting[request] = self.pool.now + self.pool.machine.configuration.poolTimeout
         case .reconfigure(let configuration):
             let limit = configuration.normalized().maxConnections
@@ -348,6 +350,13 @@ struct RandomPoolDriver {
     private mutating func newRequest() -> RequestID {
         defer { self.nextRequest += 1 }
         return RequestID(self.nextRequest)
+    }
+
+    /// Event-loop affinities: none, or one of two loops. They choose among idle connections only, so every
+    /// invariant (first come, first served included) must hold whatever they are.
+    private mutating func randomAffinity() -> Int? {
+        let value = self.next(3)
+        return value == 2 ? nil : value
     }
 
     private mutating func next(_ bound: Int) -> Int {

@@ -348,6 +348,33 @@ import Testing
         #expect(pool.establish(1).contains(.lease(C(1), to: R(1))))
     }
 
+    @Test func idleConnectionWithTheRequestsAffinityIsPreferred() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        for index in 0..<3 {
+            _ = pool.request(index)
+            _ = pool.send(.connectionEstablished(C(index), affinity: index == 1 ? 7 : 8))
+        }
+        for index in 0..<3 {
+            pool.advance(by: .milliseconds(1))
+            _ = pool.release(index)
+        }
+        // C2 is the most recently used, but C1 runs where the request does.
+        #expect(pool.send(.leaseRequested(R(10), affinity: 7)).contains(.lease(C(1), to: R(10))))
+        // No idle connection with affinity 7 is left: the most recently used one goes.
+        #expect(pool.send(.leaseRequested(R(11), affinity: 7)).contains(.lease(C(2), to: R(11))))
+        // Without an affinity: the most recently used one, as before.
+        #expect(pool.send(.leaseRequested(R(12))).contains(.lease(C(0), to: R(12))))
+    }
+
+    @Test func affinityNeverLetsARequestOvertakeAnOlderWaiter() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        _ = pool.request(0)
+        _ = pool.send(.connectionEstablished(C(0), affinity: 1))
+        _ = pool.send(.leaseRequested(R(1), affinity: 2))
+        _ = pool.send(.leaseRequested(R(2), affinity: 1))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(1))))
+    }
+
     // MARK: connect failures
 
     @Test func connectFailuresBackOffExponentiallyWithJitterUpToTheCap() throws {
