@@ -92,6 +92,14 @@ public final class LifeguardMetrics: Sendable {
         self.clientConnections[.idle]!.set(idle)
     }
 
+    /// Moves one client from state `old` to state `new` in `lifeguard_client_connections{state}` (nil: not counted),
+    /// without a lock: each gauge is changed atomically, so clients on several event loops never contend.
+    public func clientConnectionChanged(from old: ClientConnectionState?, to new: ClientConnectionState?) {
+        guard old != new else { return }
+        if let old { self.clientConnections[old]!.add(-1) }
+        if let new { self.clientConnections[new]!.add(1) }
+    }
+
     /// Sets `lifeguard_client_max_connections` (configured `max_client_conn`).
     public func setClientMaxConnections(_ count: Int) {
         self.clientMaxConnections.set(count)

@@ -43,6 +43,11 @@ extension Series where Metric == Gauge {
     func set(_ value: Int) {
         self.metric.set(to: Double(value))
     }
+
+    /// Adds `delta` atomically (concurrent changes from several threads all count).
+    func add(_ delta: Int) {
+        self.metric.increment(by: Double(delta))
+    }
 }
 
 extension Series where Metric == Counter {

@@ -72,7 +72,9 @@ final class ClientChannelHandler: ChannelInboundHandler {
     /// Messages that arrived while no server connection was ready for them.
     private var pending: [PGFrame] = []
     /// Messages for the server, written once per read burst.
-    private var outgoing: [ByteBuffer] = []
+    private var outgoing = OutboundBatch()
+    /// Messages for the client, written at the next flush.
+    private var clientOut = OutboundBatch()
     private var clientNeedsFlush = false
     /// After a failed lease in the extended protocol, messages are dropped up to the next Sync (as PostgreSQL does).
     private var skippingUntilSync = false
@@ -80,6 +82,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private var nextToken: UInt64 = 0
     private var queries = 0
     private var transactions = 0
+    /// What `lifeguard_client_connections{state}` counts this client as.
+    private var activity: ClientActivity?
 
     init(context: ProxyContext, clientID: Int) {
         self.proxy = context
@@ -281,7 +285,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         self.flushClient()
         self.phase = .ready
         if case .none = self.link {
-            self.proxy.clients.setActivity(self.clientID, .idle)
+            self.setActivity(.idle)
         }
         self.closeIfDrainedAndIdle()
         self.processPending()
@@ -368,13 +372,13 @@ final class ClientChannelHandler: ChannelInboundHandler {
             let prepared = lease.server.preparedStatements.withLock { $0 }
             if let messages = self.statements.outgoing(frame, prepared: prepared) {
                 // Renamed, injected or substituted: the only messages that are re-encoded.
-                var buffer = context.channel.allocator.buffer(capacity: frame.bytes.readableBytes + 64)
-                for message in messages { message.encode(into: &buffer) }
-                self.outgoing.append(buffer)
+                self.outgoing.append(allocator: context.channel.allocator) { buffer in
+                    for message in messages { message.encode(into: &buffer) }
+                }
                 return
             }
         }
-        self.outgoing.append(frame.bytes)
+        self.outgoing.append(frame.bytes, allocator: self.allocator)
     }
 
     /// Replays the messages that waited for a server connection.
@@ -405,7 +409,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         self.nextToken += 1
         let token = self.nextToken
         self.link = .waiting(token: token, request: nil)
-        self.proxy.clients.setActivity(self.clientID, .waiting)
+        self.setActivity(.waiting)
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
         // Prefers a server connection on this event loop: then relaying needs no thread hop.
         let request = pool.pool.lease(affinity: ServerConnection.affinity(of: eventLoop)) { result in
@@ -433,7 +437,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         case .success(let server):
             let lease = Lease(server: server, token: ServerOwner.makeToken())
             self.cancelTarget?.set(server)
-            self.proxy.clients.setActivity(self.clientID, .active)
+            self.setActivity(.active)
             if case .loggingIn = self.phase, self.mode != .session {
                 self.release(lease)
                 self.greet(serverParameters: server.startupParameters)
@@ -517,7 +521,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
     }
 
     private func leaseFailed(_ error: PoolError) {
-        self.proxy.clients.setActivity(self.clientID, .idle)
+        self.setActivity(.idle)
         let sqlState: String
         switch error.code {
         case .timeout: sqlState = PGSQLState.tooManyConnections
@@ -566,10 +570,10 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 case .swallow:
                     continue
                 case .parseComplete:
-                    var buffer = context.channel.allocator.buffer(capacity: 5)
-                    buffer.writeInteger(PGBackendMessageType.parseComplete)
-                    buffer.writeInteger(Int32(4))
-                    context.write(self.wrapOutboundOut(buffer), promise: nil)
+                    self.clientOut.append(allocator: context.channel.allocator) { buffer in
+                        buffer.writeInteger(PGBackendMessageType.parseComplete)
+                        buffer.writeInteger(Int32(4))
+                    }
                     self.clientNeedsFlush = true
                     continue
                 }
@@ -592,7 +596,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
                     self.refuseTransactionBlock(lease)
                     return
                 }
-                context.write(self.wrapOutboundOut(frame.bytes), promise: nil)
+                self.clientOut.append(frame.bytes, allocator: context.channel.allocator)
                 self.clientNeedsFlush = true
                 if self.mode != .session && status == .idle && settled {
                     self.link = .active(lease)
@@ -622,7 +626,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             default:
                 break
             }
-            context.write(self.wrapOutboundOut(frame.bytes), promise: nil)
+            self.clientOut.append(frame.bytes, allocator: context.channel.allocator)
             self.clientNeedsFlush = true
         }
         self.link = .active(lease)
@@ -643,7 +647,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private func serverBroke(_ lease: Lease) {
         self.pool?.pool.discard(lease.server)
         self.cancelTarget?.set(nil)
-        self.proxy.clients.setActivity(self.clientID, .idle)
+        self.setActivity(.idle)
         guard case .ready = self.phase else {
             if case .loggingIn = self.phase {
                 self.fatal(sqlState: PGSQLState.connectionFailure, message: "server connection failed during login")
@@ -712,7 +716,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         guard case .cleaning(let lease) = self.link, lease.token == token else { return }
         self.link = .none
         self.cancelTarget?.set(nil)
-        self.proxy.clients.setActivity(self.clientID, .idle)
+        self.setActivity(.idle)
         if case .success(let outcome) = result, outcome.status == .idle {
             self.pool?.pool.release(lease.server)
         } else {
@@ -725,7 +729,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
         lease.server.detach(token: lease.token)
         self.link = .none
         self.cancelTarget?.set(nil)
-        self.proxy.clients.setActivity(self.clientID, .idle)
+        self.setActivity(.idle)
         self.pool?.pool.release(lease.server)
     }
 
@@ -741,6 +745,12 @@ final class ClientChannelHandler: ChannelInboundHandler {
         if self.queries > 0 { metrics.queries(self.queries) }
         self.transactions = 0
         self.queries = 0
+    }
+
+    private func setActivity(_ activity: ClientActivity) {
+        guard activity != self.activity, self.admitted else { return }
+        self.proxy.clients.activityChanged(from: self.activity, to: activity)
+        self.activity = activity
     }
 
     // MARK: Leaving
@@ -784,7 +794,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 Self.returnServer(lease, to: pool, mode: self.mode, resetQuery: self.proxy.configuration.resetQuery)
             }
         }
-        self.proxy.clients.unregister(self.clientID, admitted: self.admitted)
+        self.proxy.clients.unregister(self.clientID, admitted: self.admitted, activity: self.activity)
+        self.activity = nil
         self.admitted = false
         if closeChannel { self.context?.close(promise: nil) }
     }
@@ -833,24 +844,32 @@ final class ClientChannelHandler: ChannelInboundHandler {
 
     // MARK: Writing
 
+    private var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
+
     private func write(_ message: PGBackendMessage) {
         guard let context = self.context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        message.encode(into: &buffer)
-        context.write(self.wrapOutboundOut(buffer), promise: nil)
+        self.clientOut.append(allocator: context.channel.allocator) { message.encode(into: &$0) }
         self.clientNeedsFlush = true
+    }
+
+    /// Hands what was written for the client to the channel (without flushing).
+    private func writeClientOut() {
+        guard let context = self.context else { return }
+        for buffer in self.clientOut.take() {
+            context.write(self.wrapOutboundOut(buffer), promise: nil)
+        }
     }
 
     private func flushClient() {
         guard self.clientNeedsFlush, let context = self.context else { return }
         self.clientNeedsFlush = false
+        self.writeClientOut()
         context.flush()
     }
 
     private func flushOutgoing() {
         guard !self.outgoing.isEmpty, case .active(let lease) = self.link else { return }
-        lease.server.send(self.outgoing)
-        self.outgoing.removeAll(keepingCapacity: true)
+        lease.server.send(self.outgoing.take())
     }
 
     private func protocolViolation(_ message: String, sqlState: String, context: ChannelHandlerContext) {
@@ -874,6 +893,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private func closeAfterFlush() {
         guard let context = self.context else { return }
         self.clientNeedsFlush = false
+        self.writeClientOut()
         self.flushOutgoing()
         let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in

@@ -3,15 +3,9 @@ import NIOCore
 import PGWire
 import Synchronization
 
-/// What a logged-in client is doing, for `lifeguard_client_connections{state}`.
-enum ClientActivity: Sendable, Hashable {
-    /// Holds a server connection.
-    case active
-    /// Waits for one.
-    case waiting
-    /// Holds nothing.
-    case idle
-}
+/// What a logged-in client is doing, for `lifeguard_client_connections{state}`: active (holds a server
+/// connection), waiting (for one), idle (holds nothing).
+typealias ClientActivity = ClientConnectionState
 
 /// The server connection a client holds now, read by CancelRequests from other connections.
 final class CancelTarget: Sendable {
@@ -39,7 +33,6 @@ final class ClientRegistry: Sendable {
         var channel: any Channel
         var cancelKey: PGCancelRequest?
         var target: CancelTarget
-        var activity: ClientActivity?
     }
 
     private struct State {
@@ -47,7 +40,6 @@ final class ClientRegistry: Sendable {
         var entries: [Int: Entry] = [:]
         var cancelKeys: [PGCancelRequest: Int] = [:]
         var admitted = 0
-        var counts: [ClientActivity: Int] = [.active: 0, .waiting: 0, .idle: 0]
         var draining = false
     }
 
@@ -102,27 +94,19 @@ final class ClientRegistry: Sendable {
         return target?.connection
     }
 
-    func setActivity(_ id: Int, _ activity: ClientActivity?) {
-        self.state.withLock { state in
-            guard var entry = state.entries[id], entry.activity != activity else { return }
-            if let old = entry.activity { state.counts[old, default: 0] -= 1 }
-            if let activity { state.counts[activity, default: 0] += 1 }
-            entry.activity = activity
-            state.entries[id] = entry
-            self.publish(state.counts)
-        }
+    /// A client's activity changed (kept by its handler; counted here without a lock).
+    func activityChanged(from old: ClientActivity?, to new: ClientActivity?) {
+        self.metrics.clientConnectionChanged(from: old, to: new)
     }
 
-    func unregister(_ id: Int, admitted: Bool) {
+    /// The connection closed; `activity` is what its handler last reported.
+    func unregister(_ id: Int, admitted: Bool, activity: ClientActivity?) {
         self.state.withLock { state in
             guard let entry = state.entries.removeValue(forKey: id) else { return }
             if let key = entry.cancelKey { state.cancelKeys[key] = nil }
-            if let activity = entry.activity {
-                state.counts[activity, default: 0] -= 1
-                self.publish(state.counts)
-            }
             if admitted { state.admitted -= 1 }
         }
+        self.metrics.clientConnectionChanged(from: activity, to: nil)
     }
 
     /// Stops registering and asks every client to drain (or to terminate).
@@ -138,11 +122,4 @@ final class ClientRegistry: Sendable {
 
     var count: Int { self.state.withLock { $0.entries.count } }
 
-    private func publish(_ counts: [ClientActivity: Int]) {
-        self.metrics.setClientConnections(
-            active: counts[.active] ?? 0,
-            waiting: counts[.waiting] ?? 0,
-            idle: counts[.idle] ?? 0
-        )
-    }
 }

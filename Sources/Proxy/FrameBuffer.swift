@@ -21,7 +21,7 @@ struct FrameBuffer {
     mutating func nextFrame(_ decoder: PGFrameDecoder) throws(PGProtocolError) -> PGFrame? {
         guard var buffer = self.buffer else { return nil }
         self.buffer = nil
-        defer { self.buffer = buffer }
+        defer { self.keep(buffer) }
         return try decoder.decodeFrame(buffer: &buffer)
     }
 
@@ -29,8 +29,14 @@ struct FrameBuffer {
     mutating func nextStartupPacket(_ decoder: PGStartupDecoder) throws(PGProtocolError) -> PGStartupPacket? {
         guard var buffer = self.buffer else { return nil }
         self.buffer = nil
-        defer { self.buffer = buffer }
+        defer { self.keep(buffer) }
         return try decoder.decodePacket(buffer: &buffer)
+    }
+
+    /// Drops the buffer once it is consumed: an idle connection then holds no receive buffer (returned frames are
+    /// slices that keep their own bytes alive as long as they are used).
+    private mutating func keep(_ buffer: ByteBuffer) {
+        self.buffer = buffer.readableBytes > 0 ? buffer : nil
     }
 
     /// Bytes received but not yet part of a complete message.

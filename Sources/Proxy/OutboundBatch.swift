@@ -1,0 +1,49 @@
+import NIOCore
+
+/// What one read cycle sends to one peer, written with a single flush.
+///
+/// Small messages are copied into one buffer: a few hundred bytes of copying cost less than a pipeline write per
+/// message, and the kernel gets one contiguous write. Large messages (over ``copyLimit``) are passed on as they
+/// are, in order, without copying.
+struct OutboundBatch {
+    static let copyLimit = 8 * 1024
+
+    private(set) var buffers: [ByteBuffer] = []
+    /// Where small messages are copied; the last element to be written.
+    private var current: ByteBuffer?
+
+    var isEmpty: Bool { self.buffers.isEmpty && (self.current?.readableBytes ?? 0) == 0 }
+
+    /// Adds one message (or any bytes) as they are.
+    mutating func append(_ bytes: ByteBuffer, allocator: ByteBufferAllocator) {
+        if bytes.readableBytes > Self.copyLimit {
+            self.closeCurrent()
+            self.buffers.append(bytes)
+            return
+        }
+        self.withCurrent(allocator: allocator) { $0.writeImmutableBuffer(bytes) }
+    }
+
+    /// Adds bytes written by `encode` (an encoded message of Lifeguard's own).
+    mutating func append(allocator: ByteBufferAllocator, _ encode: (inout ByteBuffer) -> Void) {
+        self.withCurrent(allocator: allocator, encode)
+    }
+
+    /// Everything added so far, in order; the batch is empty afterwards.
+    mutating func take() -> [ByteBuffer] {
+        self.closeCurrent()
+        defer { self.buffers = [] }
+        return self.buffers
+    }
+
+    private mutating func withCurrent(allocator: ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
+        if self.current == nil { self.current = allocator.buffer(capacity: 1024) }
+        body(&self.current!)
+    }
+
+    private mutating func closeCurrent() {
+        guard let current = self.current else { return }
+        self.current = nil
+        if current.readableBytes > 0 { self.buffers.append(current) }
+    }
+}
