@@ -6,7 +6,12 @@ let package = Package(
     name: "lifeguard",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "lifeguard", targets: ["Lifeguard"])
+        .executable(name: "lifeguard", targets: ["Lifeguard"]),
+        // For bench/micro, the hot-path micro-benchmarks (a package of their own).
+        .library(
+            name: "LifeguardLibraries",
+            targets: ["PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
