@@ -3,8 +3,9 @@
 // operation. A package of its own so that the main build and CI do not compile the benchmark framework.
 //
 //   cd bench/micro && swift package benchmark                       # run all
-//   swift package benchmark baseline update main                     # record a baseline
+//   swift package --allow-writing-to-package-directory benchmark baseline update main   # record a baseline
 //   swift package benchmark baseline compare main                    # compare the working tree with it
+// Instructions are counted where the machine has hardware counters (not on the VM of bench/results).
 import PackageDescription
 
 let package = Package(
