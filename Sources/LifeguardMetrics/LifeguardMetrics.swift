@@ -85,13 +85,6 @@ public final class LifeguardMetrics: Sendable {
 
     // MARK: Process-wide series
 
-    /// Sets `lifeguard_client_connections{state}` from one snapshot of the client side.
-    public func setClientConnections(active: Int, waiting: Int, idle: Int) {
-        self.clientConnections[.active]!.set(active)
-        self.clientConnections[.waiting]!.set(waiting)
-        self.clientConnections[.idle]!.set(idle)
-    }
-
     /// Moves one client from state `old` to state `new` in `lifeguard_client_connections{state}` (nil: not counted),
     /// without a lock: each gauge is changed atomically, so clients on several event loops never contend.
     public func clientConnectionChanged(from old: ClientConnectionState?, to new: ClientConnectionState?) {

@@ -60,8 +60,7 @@ public struct PoolStateMachine: Sendable {
         case .requestCancelled(let request):
             self.requestCancelled(request)
         case .connectionEstablished(let id, let affinity):
-            if let affinity { self.affinities[id] = affinity }
-            self.connectionEstablished(id, now: now)
+            self.connectionEstablished(id, affinity: affinity, now: now)
         case .connectFailed(let id, let error):
             self.connectFailed(id, error: error, now: now)
         case .connectionReleased(let id):
@@ -118,8 +117,9 @@ public struct PoolStateMachine: Sendable {
         self.fail(waiter, self.cancelledError())
     }
 
-    private mutating func connectionEstablished(_ id: ConnectionID, now: ContinuousClock.Instant) {
+    private mutating func connectionEstablished(_ id: ConnectionID, affinity: Int?, now: ContinuousClock.Instant) {
         guard case .connecting(let since) = self.connections[id] else { return }
+        if let affinity { self.affinities[id] = affinity }
         self.observe(.connected(took: now - since))
         if case .connectFailing(let failing) = self.phase {
             if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }

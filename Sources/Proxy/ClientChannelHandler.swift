@@ -368,17 +368,18 @@ final class ClientChannelHandler: ChannelInboundHandler {
         default:
             lease.unsynced += 1
         }
-        if self.mode != .session, let context = self.context {
+        let allocator = self.context?.channel.allocator ?? ByteBufferAllocator()
+        if self.mode != .session {
             let prepared = lease.server.preparedStatements.withLock { $0 }
             if let messages = self.statements.outgoing(frame, prepared: prepared) {
                 // Renamed, injected or substituted: the only messages that are re-encoded.
-                self.outgoing.append(allocator: context.channel.allocator) { buffer in
+                self.outgoing.append(allocator: allocator) { buffer in
                     for message in messages { message.encode(into: &buffer) }
                 }
                 return
             }
         }
-        self.outgoing.append(frame.bytes, allocator: self.allocator)
+        self.outgoing.append(frame.bytes, allocator: allocator)
     }
 
     /// Replays the messages that waited for a server connection.
@@ -749,7 +750,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
 
     private func setActivity(_ activity: ClientActivity) {
         guard activity != self.activity, self.admitted else { return }
-        self.proxy.clients.activityChanged(from: self.activity, to: activity)
+        self.proxy.metrics.clientConnectionChanged(from: self.activity, to: activity)
         self.activity = activity
     }
 
@@ -843,8 +844,6 @@ final class ClientChannelHandler: ChannelInboundHandler {
     }
 
     // MARK: Writing
-
-    private var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
 
     private func write(_ message: PGBackendMessage) {
         guard let context = self.context else { return }

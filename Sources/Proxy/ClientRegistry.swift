@@ -48,7 +48,6 @@ final class ClientRegistry: Sendable {
 
     init(metrics: LifeguardMetrics) {
         self.metrics = metrics
-        metrics.setClientConnections(active: 0, waiting: 0, idle: 0)
     }
 
     /// Registers a connection; `nil` when Lifeguard is shutting down.
@@ -92,11 +91,6 @@ final class ClientRegistry: Sendable {
             state.cancelKeys[key].flatMap { state.entries[$0]?.target }
         }
         return target?.connection
-    }
-
-    /// A client's activity changed (kept by its handler; counted here without a lock).
-    func activityChanged(from old: ClientActivity?, to new: ClientActivity?) {
-        self.metrics.clientConnectionChanged(from: old, to: new)
     }
 
     /// The connection closed; `activity` is what its handler last reported.

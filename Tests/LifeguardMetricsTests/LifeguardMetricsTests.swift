@@ -249,7 +249,13 @@ struct LifeguardMetricsTests {
         let metrics = LifeguardMetrics(version: "0.1.0")
         _ = metrics.pool(database: "app", user: "alice")
         let before = Exposition.withoutProcess(metrics)
-        metrics.setClientConnections(active: 3, waiting: 2, idle: 7)
+        // Clients moving between states: 3 active, 2 waiting and 7 idle remain.
+        for _ in 0..<4 { metrics.clientConnectionChanged(from: nil, to: .waiting) }
+        for _ in 0..<3 { metrics.clientConnectionChanged(from: .waiting, to: .active) }
+        metrics.clientConnectionChanged(from: .active, to: .active)
+        for _ in 0..<8 { metrics.clientConnectionChanged(from: nil, to: .idle) }
+        metrics.clientConnectionChanged(from: .idle, to: nil)
+        metrics.clientConnectionChanged(from: nil, to: .waiting)
         metrics.setClientMaxConnections(100)
         metrics.clientRejected(reason: .maxClientConn)
         metrics.clientRejected(reason: .maxClientConn)

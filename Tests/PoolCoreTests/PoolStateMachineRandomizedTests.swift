@@ -159,11 +159,16 @@ struct RandomPoolDriver {
     /// Events that do not fit the state must change nothing.
     private mutating func staleEvent() throws {
         let idle = self.open.subtracting(self.leased.keys).subtracting(self.pinging.keys)
-        var events: [PoolEvent] = [.connectionEstablished(ConnectionID(1_000_000))]
+        var events: [PoolEvent] = [.connectionEstablished(ConnectionID(1_000_000), affinity: self.randomAffinity())]
         if let id = self.pick(idle) {
-            events += [.connectionReleased(id), .pingSucceeded(id), .pingFailed(id), .connectionEstablished(id)]
+            events += [
+                .connectionReleased(id), .pingSucceeded(id), .pingFailed(id),
+                .connectionEstablished(id, affinity: self.randomAffinity()),
+            ]
         }
-        if let id = self.pick(self.leased.keys) { events += [.pingFailed(id), .connectionEstablished(id)] }
+        if let id = self.pick(self.leased.keys) {
+            events += [.pingFailed(id), .connectionEstablished(id, affinity: self.randomAffinity())]
+        }
         if let request = self.pick(self.resolved) { events.append(.requestCancelled(request)) }
         let event = events[self.next(events.count)]
         let actions = self.pool.send(event)
@@ -317,6 +322,12 @@ struct RandomPoolDriver {
         if self.aboveLimitAfterShrink {
             try self.require(idle == 0, "idle connections kept above the limit")
         }
+
+        let connections = Set(self.pool.machine.connections.keys)
+        try self.require(
+            Set(self.pool.machine.affinities.keys).isSubset(of: connections),
+            "affinities of connections the pool does not have: \(self.pool.machine.affinities.keys.sorted())"
+        )
 
         var recount = self.pool.machine.recountGauges()
         recount.checkouts = stats.checkouts
