@@ -17,7 +17,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -47,10 +46,7 @@ let package = Package(
             dependencies: ["PoolCore"]
         ),
         // The metric catalogue and its Prometheus text rendering.
-        .target(
-            name: "LifeguardMetrics",
-            dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]
-        ),
+        .target(name: "LifeguardMetrics"),
         // /metrics, /healthz and /readyz over libmicrohttpd, on its own thread.
         .target(
             name: "Exporter",

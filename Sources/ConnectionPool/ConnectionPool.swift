@@ -37,6 +37,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         var timerTask: Task<Void, Never>?
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var version: UInt64 = 0
+        /// The state machine's output, reused from event to event.
+        var actions: [PoolAction] = []
     }
 
     private struct StatsDelivery {
@@ -179,12 +181,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     private func handle(_ event: PoolEvent, prepare: (inout State) -> Void = { _ in }) {
         let (work, stats, version) = self.state.withLock { state in
             prepare(&state)
-            let actions = state.machine.handle(event, now: .now)
+            var actions: [PoolAction] = []
+            swap(&actions, &state.actions)
+            state.machine.handle(event, now: .now, into: &actions)
             var work: [Work] = []
             work.reserveCapacity(actions.count)
             for action in actions {
                 Self.resolve(action, in: &state, into: &work)
             }
+            swap(&actions, &state.actions)
             state.version += 1
             return (work, state.machine.stats, state.version)
         }

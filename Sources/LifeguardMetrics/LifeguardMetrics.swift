@@ -1,4 +1,3 @@
-import Prometheus
 import Synchronization
 
 /// Lifeguard's metric registry: every family of the catalogue (``LifeguardMetric``), rendered in the Prometheus text
@@ -21,17 +20,19 @@ public final class LifeguardMetrics: Sendable {
         var pools: [PoolKey: PoolMetrics] = [:]
         /// `pools`' values sorted by key, kept so that a scrape copies an array instead of sorting.
         var sortedPools: [PoolMetrics] = []
-        var upstreams: [String: Series<Gauge>] = [:]
-        var sortedUpstreams: [Series<Gauge>] = []
+        var upstreams: [String: GaugeSeries] = [:]
+        var sortedUpstreams: [GaugeSeries] = []
     }
 
     private let registrations = Mutex(Registrations())
-    private let clientConnections: [ClientConnectionState: Series<Gauge>]
-    private let clientMaxConnections: Series<Gauge>
-    private let clientRejected: [ClientRejectReason: Series<Counter>]
-    private let buildInfo: Series<Gauge>
-    private let configReloadSuccessful: Series<Gauge>
+    private let clientConnections: [ClientConnectionState: GaugeSeries]
+    private let clientMaxConnections: GaugeSeries
+    private let clientRejected: [ClientRejectReason: CounterSeries]
+    private let buildInfo: GaugeSeries
+    private let configReloadSuccessful: GaugeSeries
     private let processStartTime: Double?
+    /// Size of the last exposition, so that the next one reserves its buffer once instead of doubling it ~6 times.
+    private let lastRenderedCount = Atomic<Int>(0)
 
     /// Creates the registry with the process-wide series: `lifeguard_build_info{version}` at 1,
     /// `lifeguard_config_last_reload_successful` at 1 (a process runs only with a valid configuration), client gauges
@@ -39,18 +40,18 @@ public final class LifeguardMetrics: Sendable {
     public init(version: String) {
         self.clientConnections = Dictionary(
             uniqueKeysWithValues: ClientConnectionState.allCases.map {
-                ($0, Series(.clientConnections, [("state", $0.rawValue)]))
+                ($0, GaugeSeries(.clientConnections, [("state", $0.rawValue)]))
             }
         )
-        self.clientMaxConnections = Series(.clientMaxConnections, [])
+        self.clientMaxConnections = GaugeSeries(.clientMaxConnections, [])
         self.clientRejected = Dictionary(
             uniqueKeysWithValues: ClientRejectReason.allCases.map {
-                ($0, Series(.clientRejectedTotal, [("reason", $0.rawValue)]))
+                ($0, CounterSeries(.clientRejectedTotal, [("reason", $0.rawValue)]))
             }
         )
-        self.buildInfo = Series(.buildInfo, [("version", version)])
+        self.buildInfo = GaugeSeries(.buildInfo, [("version", version)])
         self.buildInfo.set(1)
-        self.configReloadSuccessful = Series(.configLastReloadSuccessful, [])
+        self.configReloadSuccessful = GaugeSeries(.configLastReloadSuccessful, [])
         self.configReloadSuccessful.set(1)
         self.processStartTime = ProcessStats.startTime()
     }
@@ -108,7 +109,7 @@ public final class LifeguardMetrics: Sendable {
     public func setUpstreamUp(_ upstream: String, _ up: Bool) {
         let series = self.registrations.withLock { registrations in
             if let existing = registrations.upstreams[upstream] { return existing }
-            let series = Series<Gauge>(.upstreamUp, [("upstream", upstream)])
+            let series = GaugeSeries(.upstreamUp, [("upstream", upstream)])
             registrations.upstreams[upstream] = series
             registrations.sortedUpstreams = registrations.upstreams.sorted { $0.key < $1.key }.map(\.value)
             return series
@@ -141,9 +142,13 @@ public final class LifeguardMetrics: Sendable {
     /// Synchronous and thread-safe: meant to be called on the HTTP server's own thread.
     public func render(into buffer: inout [UInt8]) {
         let (pools, upstreams) = self.registrations.withLock { ($0.sortedPools, $0.sortedUpstreams) }
-        for family in LifeguardMetric.allCases where !family.isProcess {
+        let start = buffer.endIndex
+        let expected = self.lastRenderedCount.load(ordering: .relaxed)
+        buffer.reserveCapacity(start + expected + expected / 16)
+        defer { self.lastRenderedCount.store(buffer.endIndex - start, ordering: .relaxed) }
+        for (family, header) in Self.headers where !family.isProcess {
             let headerStart = buffer.endIndex
-            Self.appendHeader(family, into: &buffer)
+            buffer.append(contentsOf: header)
             let seriesStart = buffer.endIndex
             if family.isPerPool {
                 for pool in pools { pool.emit(family, into: &buffer) }
@@ -181,25 +186,33 @@ public final class LifeguardMetrics: Sendable {
 
     private func renderProcess(into buffer: inout [UInt8]) {
         let stats = ProcessStats.current(startTime: self.processStartTime)
-        let values: [(LifeguardMetric, Double?)] = [
-            (.processResidentMemoryBytes, stats.residentMemoryBytes),
-            (.processVirtualMemoryBytes, stats.virtualMemoryBytes),
-            (.processCPUSecondsTotal, stats.cpuSeconds),
-            (.processOpenFDs, stats.openFDs),
-            (.processMaxFDs, stats.maxFDs),
-            (.processStartTimeSeconds, stats.startTimeSeconds),
-        ]
-        for case (let family, let value?) in values {
-            Self.appendHeader(family, into: &buffer)
+        for (family, header) in Self.headers where family.isProcess {
+            let value: Double?
+            switch family {
+            case .processResidentMemoryBytes: value = stats.residentMemoryBytes
+            case .processVirtualMemoryBytes: value = stats.virtualMemoryBytes
+            case .processCPUSecondsTotal: value = stats.cpuSeconds
+            case .processOpenFDs: value = stats.openFDs
+            case .processMaxFDs: value = stats.maxFDs
+            case .processStartTimeSeconds: value = stats.startTimeSeconds
+            default: value = nil
+            }
+            guard let value else { continue }
+            buffer.append(contentsOf: header)
             buffer.append(contentsOf: family.name.utf8)
             buffer.append(UInt8(ascii: " "))
-            buffer.append(contentsOf: "\(value)".utf8)
+            buffer.append(contentsOf: value.description.utf8)
             buffer.append(UInt8(ascii: "\n"))
         }
     }
 
-    private static func appendHeader(_ family: LifeguardMetric, into buffer: inout [UInt8]) {
-        buffer.append(contentsOf: "# HELP \(family.name) ".utf8)
+    /// Every family's `# HELP` and `# TYPE` lines in catalogue order, rendered once rather than on every scrape.
+    private static let headers: [(family: LifeguardMetric, header: [UInt8])] = LifeguardMetric.allCases.map {
+        ($0, LifeguardMetrics.header($0))
+    }
+
+    private static func header(_ family: LifeguardMetric) -> [UInt8] {
+        var buffer = Array("# HELP \(family.name) ".utf8)
         for byte in family.help.utf8 {
             switch byte {
             case UInt8(ascii: "\\"): buffer.append(contentsOf: #"\\"#.utf8)
@@ -208,6 +221,7 @@ public final class LifeguardMetrics: Sendable {
             }
         }
         buffer.append(contentsOf: "\n# TYPE \(family.name) \(family.type.rawValue)\n".utf8)
+        return buffer
     }
 }
 

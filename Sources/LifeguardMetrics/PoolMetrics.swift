@@ -1,60 +1,63 @@
-import Prometheus
-
 /// The series of one pool, keyed by (database, user). Get it from ``LifeguardMetrics/pool(database:user:)``.
 ///
 /// Every method is a few atomic operations (histograms: a short lock held only to add one sample), safe from any
-/// thread, and never waits on a scrape.
+/// thread, and waits on a scrape at most for the time it takes to copy one histogram's counts.
 public final class PoolMetrics: Sendable {
     public let database: String
     public let user: String
 
-    private let size: Series<Gauge>
-    private let maxOverflow: Series<Gauge>
-    private let connections: [Series<Gauge>]  // indexed like PoolConnectionState.allCases
-    private let checkedOutNow: Series<Gauge>
-    private let overflow: Series<Gauge>
-    private let waiting: Series<Gauge>
-    private let wait: Series<DurationHistogram>
-    private let use: Series<DurationHistogram>
-    private let connect: Series<DurationHistogram>
-    private let checkouts: Series<Counter>
-    private let timeouts: Series<Counter>
-    private let connectionErrors: [ConnectionErrorReason: Series<Counter>]
-    private let connectionsClosed: [ConnectionCloseReason: Series<Counter>]
-    private let leaks: Series<Counter>
-    private let transactionCount: Series<Counter>
-    private let queryCount: Series<Counter>
+    private let size: GaugeSeries
+    private let maxOverflow: GaugeSeries
+    private let connections: [GaugeSeries]  // indexed like PoolConnectionState.allCases
+    private let checkedOutNow: GaugeSeries
+    private let overflow: GaugeSeries
+    private let waiting: GaugeSeries
+    private let wait: HistogramSeries
+    private let use: HistogramSeries
+    private let connect: HistogramSeries
+    private let checkouts: CounterSeries
+    private let timeouts: CounterSeries
+    private let connectionErrors: [ConnectionErrorReason: CounterSeries]
+    private let connectionsClosed: [ConnectionCloseReason: CounterSeries]
+    // The same series in the order of allCases, so that a scrape neither hashes nor allocates to order them.
+    private let connectionErrorsInOrder: [CounterSeries]
+    private let connectionsClosedInOrder: [CounterSeries]
+    private let leaks: CounterSeries
+    private let transactionCount: CounterSeries
+    private let queryCount: CounterSeries
 
     init(database: String, user: String) {
         self.database = database
         self.user = user
         let labels = [("database", database), ("user", user)]
-        self.size = Series(.poolSize, labels)
-        self.maxOverflow = Series(.poolMaxOverflow, labels)
+        self.size = GaugeSeries(.poolSize, labels)
+        self.maxOverflow = GaugeSeries(.poolMaxOverflow, labels)
         self.connections = PoolConnectionState.allCases.map {
-            Series(.poolConnections, labels + [("state", $0.rawValue)])
+            GaugeSeries(.poolConnections, labels + [("state", $0.rawValue)])
         }
-        self.checkedOutNow = Series(.poolCheckedOut, labels)
-        self.overflow = Series(.poolOverflow, labels)
-        self.waiting = Series(.poolWaitingClients, labels)
-        self.wait = Series(.poolWaitSeconds, labels, buckets: MetricBuckets.latency)
-        self.use = Series(.poolUseSeconds, labels, buckets: MetricBuckets.use)
-        self.connect = Series(.poolConnectSeconds, labels, buckets: MetricBuckets.latency)
-        self.checkouts = Series(.poolCheckoutsTotal, labels)
-        self.timeouts = Series(.poolTimeoutsTotal, labels)
+        self.checkedOutNow = GaugeSeries(.poolCheckedOut, labels)
+        self.overflow = GaugeSeries(.poolOverflow, labels)
+        self.waiting = GaugeSeries(.poolWaitingClients, labels)
+        self.wait = HistogramSeries(.poolWaitSeconds, labels, buckets: MetricBuckets.latency)
+        self.use = HistogramSeries(.poolUseSeconds, labels, buckets: MetricBuckets.use)
+        self.connect = HistogramSeries(.poolConnectSeconds, labels, buckets: MetricBuckets.latency)
+        self.checkouts = CounterSeries(.poolCheckoutsTotal, labels)
+        self.timeouts = CounterSeries(.poolTimeoutsTotal, labels)
+        self.connectionErrorsInOrder = ConnectionErrorReason.allCases.map {
+            CounterSeries(.poolConnectionErrorsTotal, labels + [("reason", $0.rawValue)])
+        }
         self.connectionErrors = Dictionary(
-            uniqueKeysWithValues: ConnectionErrorReason.allCases.map {
-                ($0, Series(.poolConnectionErrorsTotal, labels + [("reason", $0.rawValue)]))
-            }
+            uniqueKeysWithValues: zip(ConnectionErrorReason.allCases, self.connectionErrorsInOrder)
         )
+        self.connectionsClosedInOrder = ConnectionCloseReason.allCases.map {
+            CounterSeries(.poolConnectionsClosedTotal, labels + [("reason", $0.rawValue)])
+        }
         self.connectionsClosed = Dictionary(
-            uniqueKeysWithValues: ConnectionCloseReason.allCases.map {
-                ($0, Series(.poolConnectionsClosedTotal, labels + [("reason", $0.rawValue)]))
-            }
+            uniqueKeysWithValues: zip(ConnectionCloseReason.allCases, self.connectionsClosedInOrder)
         )
-        self.leaks = Series(.poolLeaksSuspectedTotal, labels)
-        self.transactionCount = Series(.transactionsTotal, labels)
-        self.queryCount = Series(.queriesTotal, labels)
+        self.leaks = CounterSeries(.poolLeaksSuspectedTotal, labels)
+        self.transactionCount = CounterSeries(.transactionsTotal, labels)
+        self.queryCount = CounterSeries(.queriesTotal, labels)
     }
 
     // MARK: Gauges
@@ -151,11 +154,8 @@ public final class PoolMetrics: Sendable {
         case .poolConnectSeconds: self.connect.emit(into: &buffer)
         case .poolCheckoutsTotal: self.checkouts.emit(into: &buffer)
         case .poolTimeoutsTotal: self.timeouts.emit(into: &buffer)
-        case .poolConnectionErrorsTotal:
-            // allCases, not the dictionary, fixes the order.
-            for reason in ConnectionErrorReason.allCases { self.connectionErrors[reason]!.emit(into: &buffer) }
-        case .poolConnectionsClosedTotal:
-            for reason in ConnectionCloseReason.allCases { self.connectionsClosed[reason]!.emit(into: &buffer) }
+        case .poolConnectionErrorsTotal: for series in self.connectionErrorsInOrder { series.emit(into: &buffer) }
+        case .poolConnectionsClosedTotal: for series in self.connectionsClosedInOrder { series.emit(into: &buffer) }
         case .poolLeaksSuspectedTotal: self.leaks.emit(into: &buffer)
         case .transactionsTotal: self.transactionCount.emit(into: &buffer)
         case .queriesTotal: self.queryCount.emit(into: &buffer)

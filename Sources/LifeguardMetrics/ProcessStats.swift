@@ -24,11 +24,11 @@ struct ProcessStats: Sendable {
         let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
         if let fields = Self.statFields(), fields.count > 21, ticks > 0 {
             // Fields after the command name, counted from 3 as in proc(5): utime 14, stime 15, vsize 23, rss 24.
-            if let utime = Double(fields[14 - 3]), let stime = Double(fields[15 - 3]) {
+            if let utime = Self.number(fields[14 - 3]), let stime = Self.number(fields[15 - 3]) {
                 stats.cpuSeconds = (utime + stime) / ticks
             }
-            stats.virtualMemoryBytes = Double(fields[23 - 3])
-            if let rss = Double(fields[24 - 3]) {
+            stats.virtualMemoryBytes = Self.number(fields[23 - 3])
+            if let rss = Self.number(fields[24 - 3]) {
                 stats.residentMemoryBytes = rss * pageSize
             }
         }
@@ -43,10 +43,10 @@ struct ProcessStats: Sendable {
     /// Process start time in seconds since the epoch: boot time plus the start tick count of /proc/self/stat.
     static func startTime() -> Double? {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        guard ticks > 0, let fields = Self.statFields(), fields.count > 19, let started = Double(fields[22 - 3]),
+        guard ticks > 0, let fields = Self.statFields(), fields.count > 19, let started = Self.number(fields[22 - 3]),
             let procStat = Self.readFile("/proc/stat")
         else { return nil }
-        for line in procStat.split(separator: "\n") where line.hasPrefix("btime ") {
+        for line in String(decoding: procStat, as: UTF8.self).split(separator: "\n") where line.hasPrefix("btime ") {
             guard let bootTime = Double(line.dropFirst("btime ".count)) else { return nil }
             return bootTime + started / ticks
         }
@@ -54,9 +54,18 @@ struct ProcessStats: Sendable {
     }
 
     /// /proc/self/stat split on spaces after the command name, which is in parentheses and may itself hold spaces.
-    private static func statFields() -> [Substring]? {
-        guard let stat = Self.readFile("/proc/self/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(after: close)...].split(separator: " ")
+    /// Split as bytes: splitting it as a String, Character by Character, cost more than the rest of a scrape's
+    /// process families together.
+    private static func statFields() -> [ArraySlice<UInt8>]? {
+        guard let stat = Self.readFile("/proc/self/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")")) else {
+            return nil
+        }
+        return stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+    }
+
+    /// A decimal field; short enough to fit a small String, so parsing it allocates nothing.
+    private static func number(_ field: ArraySlice<UInt8>) -> Double? {
+        Double(String(decoding: field, as: UTF8.self))
     }
 
     private static func countOpenFDs() -> Double? {
@@ -74,7 +83,7 @@ struct ProcessStats: Sendable {
     }
 
     /// Reads a whole small file; /proc files report size 0, so read until EOF.
-    private static func readFile(_ path: String) -> String? {
+    private static func readFile(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -86,6 +95,6 @@ struct ProcessStats: Sendable {
             guard count > 0 else { break }
             bytes.append(contentsOf: chunk[0..<count])
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 }

@@ -66,6 +66,17 @@ extension PoolStateMachine {
         var leakTimer: PoolTimer.ID?
     }
 
+    /// An idle connection in ``PoolStateMachine/idleOrder``, ordered by when it became idle, then by id.
+    struct IdleEntry: Sendable, Equatable, Comparable {
+        var id: ConnectionID
+        var since: ContinuousClock.Instant
+        var affinity: Int?
+
+        static func < (lhs: Self, rhs: Self) -> Bool {
+            (lhs.since, lhs.id.rawValue) < (rhs.since, rhs.id.rawValue)
+        }
+    }
+
     /// A request that has not been served yet.
     struct Waiter: Sendable, Equatable {
         var request: RequestID

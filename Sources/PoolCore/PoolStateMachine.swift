@@ -21,6 +21,9 @@ public struct PoolStateMachine: Sendable {
     var connections: [ConnectionID: ConnectionState] = [:]
     /// What `connectionEstablished` said of each open connection that had an affinity.
     var affinities: [ConnectionID: Int] = [:]
+    /// The idle connections, least recently used first (by `idleSince`, then id): every checkout picks from here,
+    /// so it reads one short array instead of hashing through `connections`. Kept in step by ``setState(_:_:)``.
+    private(set) var idleOrder: [IdleEntry] = []
     /// Requests waiting for a connection, oldest first. Requests whose connection is being pinged are held by
     /// that connection instead, and come back here (at their place) if the ping fails.
     var queue: Deque<Waiter> = []
@@ -30,7 +33,7 @@ public struct PoolStateMachine: Sendable {
     private var nextConnectionID = 0
     private var nextTimerID = 0
     private var nextSeq = 0
-    /// Collects the actions of the event being handled.
+    /// Collects the actions of the event being handled (the caller's buffer, lent by `handle`).
     private var actions: [PoolAction] = []
 
     /// - Parameter jitterSeed: seeds the backoff jitter; pass a random value in production, a fixed one in tests.
@@ -52,6 +55,18 @@ public struct PoolStateMachine: Sendable {
 
     /// Feeds one event; returns what to do, in order.
     public mutating func handle(_ event: PoolEvent, now: ContinuousClock.Instant) -> [PoolAction] {
+        var actions: [PoolAction] = []
+        self.handle(event, now: now, into: &actions)
+        return actions
+    }
+
+    /// Feeds one event; replaces the contents of `actions` by what to do, in order. The live pool passes the same
+    /// array for every event, so a checkout does not allocate one.
+    public mutating func handle(_ event: PoolEvent, now: ContinuousClock.Instant, into actions: inout [PoolAction]) {
+        actions.removeAll(keepingCapacity: true)
+        // `emit` appends to `self.actions`; lend it the caller's buffer for this event.
+        swap(&self.actions, &actions)
+        defer { swap(&self.actions, &actions) }
         switch event {
         case .start:
             self.fillDemand(now: now)
@@ -80,9 +95,6 @@ public struct PoolStateMachine: Sendable {
         case .closeLeased:
             self.closeLeased()
         }
-        let actions = self.actions
-        self.actions = []
-        return actions
     }
 
     // MARK: Events
@@ -451,8 +463,23 @@ public struct PoolStateMachine: Sendable {
 
     /// The only place connection states change, so the gauges always count the states.
     private mutating func setState(_ id: ConnectionID, _ state: ConnectionState?) {
-        if let old = self.connections[id] { self.count(old, by: -1) }
-        if let state { self.count(state, by: 1) } else { self.affinities[id] = nil }
+        if let old = self.connections[id] {
+            self.count(old, by: -1)
+            if case .idle = old, let index = self.idleOrder.lastIndex(where: { $0.id == id }) {
+                self.idleOrder.remove(at: index)
+            }
+        }
+        if let state {
+            self.count(state, by: 1)
+            if case .idle(let idle) = state {
+                let entry = IdleEntry(id: id, since: idle.idleSince, affinity: self.affinities[id])
+                // Usually the newest: found at once from the end.
+                let index = self.idleOrder.lastIndex { !(entry < $0) }.map { $0 + 1 } ?? 0
+                self.idleOrder.insert(entry, at: index)
+            }
+        } else {
+            self.affinities[id] = nil
+        }
         self.connections[id] = state
     }
 
@@ -510,24 +537,12 @@ public struct PoolStateMachine: Sendable {
         self.queue.insert(waiter, at: index)
     }
 
-    /// The most (or least) recently used idle connection; with `affinity`, one with that affinity if there is one.
+    /// The most (or least) recently used idle connection; with `affinity`, the most recently used one with that
+    /// affinity if there is one.
     private func idleConnection(mostRecent: Bool, affinity: Int? = nil) -> ConnectionID? {
-        var best: (id: ConnectionID, since: ContinuousClock.Instant, matches: Bool)?
-        for (id, state) in self.connections {
-            guard case .idle(let idle) = state else { continue }
-            let matches = affinity != nil && self.affinities[id] == affinity
-            guard let current = best else {
-                best = (id, idle.idleSince, matches)
-                continue
-            }
-            if matches != current.matches {
-                if matches { best = (id, idle.idleSince, matches) }
-                continue
-            }
-            let newer = (idle.idleSince, id.rawValue) > (current.since, current.id.rawValue)
-            if newer == mostRecent { best = (id, idle.idleSince, matches) }
-        }
-        return best?.id
+        guard mostRecent else { return self.idleOrder.first?.id }
+        if let affinity, let match = self.idleOrder.last(where: { $0.affinity == affinity }) { return match.id }
+        return self.idleOrder.last?.id
     }
 
     private mutating func schedule(_ kind: PoolTimer.Kind, at deadline: ContinuousClock.Instant) -> PoolTimer.ID {

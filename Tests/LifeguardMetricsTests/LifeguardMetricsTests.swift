@@ -298,6 +298,25 @@ struct LifeguardMetricsTests {
         #expect(text.contains(#"lifeguard_build_info{version="1.0 \"quoted\" \\ back"} 1.0"#))
     }
 
+    @Test("database and user names with backslash, double quote and line feed are escaped in every series")
+    func poolLabelEscaping() {
+        let metrics = LifeguardMetrics(version: "0.1.0")
+        let pool = metrics.pool(database: "we\"ird\\db\nx", user: "ü ser")
+        pool.observeWait(.milliseconds(2))
+        let labels = #"database="we\"ird\\db\nx",user="ü ser""#
+        let lines = Exposition.withoutProcess(metrics).split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(lines.contains(#"lifeguard_pool_size{\#(labels)} 0.0"#))
+        #expect(lines.contains(#"lifeguard_pool_connections{\#(labels),state="used"} 0.0"#))
+        #expect(lines.contains(#"lifeguard_pool_wait_seconds_bucket{\#(labels),le="0.0025"} 1"#))
+        #expect(lines.contains(#"lifeguard_pool_wait_seconds_sum{\#(labels)} 0.002"#))
+        #expect(lines.contains(#"lifeguard_pool_connection_errors_total{\#(labels),reason="auth"} 0"#))
+        // A raw line feed in a name would split a sample line: every line of the pool is one whole sample.
+        let poolLines = lines.filter { !$0.hasPrefix("lifeguard_client_") && !$0.hasPrefix("lifeguard_build_info") }
+            .filter { !$0.hasPrefix("lifeguard_config_") }
+        #expect(poolLines.count == 88)  // as in the golden exposition
+        #expect(poolLines.allSatisfy { $0.contains(labels) })
+    }
+
     @Test("the process families come last, in catalogue order, with plausible values")
     func processFamilies() throws {
         let text = LifeguardMetrics(version: "0.1.0").render()

@@ -329,6 +329,15 @@ struct RandomPoolDriver {
             "affinities of connections the pool does not have: \(self.pool.machine.affinities.keys.sorted())"
         )
 
+        let idleFromStates = self.pool.machine.connections.compactMap { id, state -> PoolStateMachine.IdleEntry? in
+            guard case .idle(let idle) = state else { return nil }
+            return .init(id: id, since: idle.idleSince, affinity: self.pool.machine.affinities[id])
+        }
+        try self.require(
+            self.pool.machine.idleOrder == idleFromStates.sorted(),
+            "idle order \(self.pool.machine.idleOrder) vs the idle states \(idleFromStates.sorted())"
+        )
+
         var recount = self.pool.machine.recountGauges()
         recount.checkouts = stats.checkouts
         recount.timeouts = stats.timeouts

@@ -341,6 +341,11 @@ pg_psql() {
 swift_build() {
     require_swift
     mkdir -p "$LOG_DIR"
+    # Release builds link the Swift runtime and Foundation statically, as deploy/Dockerfile does: what is measured
+    # and demonstrated is what ships (and it resides in ~5 MB less memory than with the shared libraries).
+    if [[ " $* " == *" -c release "* ]]; then
+        set -- "$@" --static-swift-stdlib
+    fi
     local name
     name="build$(printf '%s' "$*" | tr -c 'A-Za-z0-9' '-')"
     BUILD_LOG="$LOG_DIR/${name%-}.log"
