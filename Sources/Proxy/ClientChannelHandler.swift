@@ -63,7 +63,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private var admitted = false
     private var pool: ProxyPool?
     private var mode: PoolMode = .session
-    private var startupMessage: PGStartupMessage?
+    /// For log lines; the rest of the startup message is not kept (an idle client should hold little).
+    private var user: String?
     private var parameters = SessionParameters()
     /// Named prepared statements in transaction and statement mode.
     private var statements = PreparedStatements()
@@ -201,7 +202,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             self.pool = pool
             self.mode = pool.mode
         }
-        self.startupMessage = message
+        self.user = message.user
         self.parameters = SessionParameters(startup: message)
         if message.protocolMinorVersion > 0 || !message.protocolOptions.isEmpty {
             self.write(.negotiateProtocolVersion(newestMinorVersion: 0, unrecognizedOptions: message.protocolOptions))
@@ -235,7 +236,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             if reason != .protocolViolation {
                 self.proxy.logger.info(
                     "client authentication failed",
-                    metadata: ["user": "\(self.startupMessage?.user ?? "")", "reason": "\(reason.rawValue)"]
+                    metadata: ["user": "\(self.user ?? "")", "reason": "\(reason.rawValue)"]
                 )
             }
             self.write(.errorResponse(fields))
@@ -270,7 +271,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 wanted[name] = value
             }
             for (name, value) in self.parameters.values { wanted[name] = value }
-            self.parameters = wanted
+            self.parameters = self.pool?.shared(wanted) ?? wanted
         }
         var sent = Set<String>()
         for (name, value) in serverParameters {

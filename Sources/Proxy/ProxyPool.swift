@@ -15,6 +15,8 @@ final class ProxyPool: Sendable {
     private let factory: ServerConnectionFactory
     private let settings: Mutex<ProxyRoute>
     private let parameterCache = ParameterCache()
+    /// The last client's wanted parameters; clients of one application usually want the same, and share its storage.
+    private let lastWanted = Mutex(SessionParameters())
 
     init(
         route: ProxyRoute,
@@ -48,6 +50,15 @@ final class ProxyPool: Sendable {
 
     /// The server's startup ParameterStatus set, once any server connection of this pool reported it.
     var cachedParameters: [(name: String, value: String)]? { self.parameterCache.parameters }
+
+    /// `wanted`, or an equal value whose storage other clients already share (less memory per idle client).
+    func shared(_ wanted: SessionParameters) -> SessionParameters {
+        self.lastWanted.withLock { last in
+            if last == wanted { return last }
+            last = wanted
+            return wanted
+        }
+    }
 
     /// A reload: new sizes and timeouts now, new connection settings for the next connections.
     func update(route: ProxyRoute, authFilePassword: String?) {
