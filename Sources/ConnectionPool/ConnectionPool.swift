@@ -17,37 +17,40 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     public typealias LeaseCompletion = @Sendable (Result<Connection, PoolError>) -> Void
 
     public let key: PoolKey
-    private let factory: Factory
-    private let observer: any PoolObserver
-    private let state: Mutex<State>
+    @usableFromInline let factory: Factory
+    @usableFromInline let observer: any PoolObserver
+    @usableFromInline let state: Mutex<State>
     /// Keeps stats deliveries in order (see ``PoolObserver``).
-    private let delivery = Mutex(StatsDelivery())
-    private let nextRequestID = Atomic<Int>(0)
+    @usableFromInline let delivery = Mutex(StatsDelivery())
+    @usableFromInline let nextRequestID = Atomic<Int>(0)
 
-    private struct State {
-        var machine: PoolStateMachine
-        var connections: [ConnectionID: Connection] = [:]
-        var requests: [RequestID: LeaseCompletion] = [:]
+    @usableFromInline
+    struct State {
+        @usableFromInline var machine: PoolStateMachine
+        @usableFromInline var connections: [ConnectionID: Connection] = [:]
+        @usableFromInline var requests: [RequestID: LeaseCompletion] = [:]
         /// Timers asked for and not yet fired or cancelled.
-        var timers: [PoolTimer.ID: PoolTimer] = [:]
+        @usableFromInline var timers: [PoolTimer.ID: PoolTimer] = [:]
         /// The deadline the timer task sleeps until; nil when no task sleeps.
-        var wakeAt: ContinuousClock.Instant?
+        @usableFromInline var wakeAt: ContinuousClock.Instant?
         /// Tells the current timer task from replaced ones (a replaced task may still wake up).
-        var timerGeneration: UInt64 = 0
-        var timerTask: Task<Void, Never>?
-        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-        var version: UInt64 = 0
+        @usableFromInline var timerGeneration: UInt64 = 0
+        @usableFromInline var timerTask: Task<Void, Never>?
+        @usableFromInline var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        @usableFromInline var version: UInt64 = 0
         /// The state machine's output, reused from event to event.
-        var actions: [PoolAction] = []
+        @usableFromInline var actions: [PoolAction] = []
     }
 
-    private struct StatsDelivery {
-        var version: UInt64 = 0
-        var stats = PoolStats()
+    @usableFromInline
+    struct StatsDelivery {
+        @usableFromInline var version: UInt64 = 0
+        @usableFromInline var stats = PoolStats()
     }
 
     /// What to do once the lock is released.
-    private enum Work {
+    @usableFromInline
+    enum Work {
         case create(ConnectionID)
         case lease(Connection, LeaseCompletion)
         case fail(LeaseCompletion, PoolError)
@@ -77,12 +80,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Current gauges and counters.
+    @inlinable
     public var stats: PoolStats { self.state.withLock { $0.machine.stats } }
 
     /// The settings in force (normalized).
+    @inlinable
     public var configuration: PoolConfiguration { self.state.withLock { $0.machine.configuration } }
 
     /// Opens `min_size` connections.
+    @inlinable
     public func start() {
         self.handle(.start)
     }
@@ -91,7 +97,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     /// or with a ``PoolError`` (timeout, connect failure, shutdown, or cancellation through ``cancel(_:)``).
     /// It may be called before this method returns, when a connection is ready.
     /// Among idle connections, one whose ``PooledConnection/affinity`` equals `affinity` is preferred.
-    @discardableResult
+    @inlinable @discardableResult
     public func lease(affinity: Int? = nil, _ completion: @escaping LeaseCompletion) -> RequestID {
         let request = self.makeRequestID()
         self.lease(request, affinity: affinity, completion)
@@ -100,12 +106,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
 
     /// The client went away: a request still waiting fails with ``PoolError/Code/cancelled``.
     /// A request already served is not affected (give its connection back with ``release(_:)``).
+    @inlinable
     public func cancel(_ request: RequestID) {
         self.handle(.requestCancelled(request))
     }
 
     /// Waits for a connection. Cancelling the task cancels the request (``PoolError/Code/cancelled``) unless it
     /// was already served.
+    @inlinable
     public func lease() async throws(PoolError) -> Connection {
         let request = self.makeRequestID()
         let result = await withTaskCancellationHandler {
@@ -121,17 +129,20 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Gives a leased connection back in a clean state (no open transaction, session reset).
+    @inlinable
     public func release(_ connection: Connection) {
         self.handle(.connectionReleased(connection.id))
     }
 
     /// Reports a leased (or idle) connection broken; the pool closes it and opens another if needed.
+    @inlinable
     public func discard(_ connection: Connection, reason: ConnectionErrorReason = .broken) {
         self.handle(.connectionBroken(connection.id, reason))
     }
 
     /// Applies new settings: grows at once, shrinks by closing idle connections now and leased ones when
     /// they come back.
+    @inlinable
     public func reconfigure(_ configuration: PoolConfiguration) {
         self.handle(.reconfigure(configuration))
     }
@@ -139,6 +150,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     /// Stops handing out connections and fails the waiters, closes idle connections, waits up to `drainTimeout`
     /// for leased ones to come back, then closes those too. Returns when no connection is left (connects still
     /// in flight are closed when they finish).
+    @inlinable
     public func shutdown(drainTimeout: Duration) async {
         self.handle(.shutdown)
         await withTaskGroup(of: Void.self) { group in
@@ -158,15 +170,18 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
 
     // MARK: Running the state machine
 
-    private func makeRequestID() -> RequestID {
+    @inlinable
+    func makeRequestID() -> RequestID {
         RequestID(self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
-    private func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
+    @inlinable
+    func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
         self.handle(.leaseRequested(request, affinity: affinity)) { $0.requests[request] = completion }
     }
 
-    private func waitUntilShutDown() async {
+    @inlinable
+    func waitUntilShutDown() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = self.state.withLock { state in
                 if state.machine.isShutDown { return true }
@@ -178,7 +193,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Feeds one event under the lock (after `prepare`), then runs its actions and reports the stats outside it.
-    private func handle(_ event: PoolEvent, prepare: (inout State) -> Void = { _ in }) {
+    @inlinable
+    func handle(_ event: PoolEvent, prepare: @Sendable (inout State) -> Void = { _ in }) {
         let (work, stats, version) = self.state.withLock { state in
             prepare(&state)
             var actions: [PoolAction] = []
@@ -200,7 +216,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Turns ids into the objects the actions need, keeping the maps in step with the state machine.
-    private static func resolve(_ action: PoolAction, in state: inout State, into work: inout [Work]) {
+    @inlinable
+    static func resolve(_ action: PoolAction, in state: inout State, into work: inout [Work]) {
         switch action {
         case .createConnection(let id):
             work.append(.create(id))
@@ -237,7 +254,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         }
     }
 
-    private func run(_ work: Work) {
+    @inlinable
+    func run(_ work: Work) {
         switch work {
         case .create(let id):
             Task {
@@ -274,7 +292,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Replaces the timer task by one that sleeps until `deadline` (started once the lock is released).
-    private static func restartTimerTask(
+    @inlinable
+    static func restartTimerTask(
         until deadline: ContinuousClock.Instant,
         in state: inout State,
         into work: inout [Work]
@@ -286,7 +305,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         work.append(.sleep(until: deadline, generation: state.timerGeneration))
     }
 
-    private func startTimerTask(until deadline: ContinuousClock.Instant, generation: UInt64) {
+    @inlinable
+    func startTimerTask(until deadline: ContinuousClock.Instant, generation: UInt64) {
         let task = Task {
             do {
                 try await Task.sleep(until: deadline, clock: .continuous)
@@ -305,7 +325,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Fires every timer that is due, in deadline order, and sleeps again until the next one.
-    private func timerTaskWoke(generation: UInt64) {
+    @inlinable
+    func timerTaskWoke(generation: UInt64) {
         let (due, next) = self.state.withLock { state -> ([PoolTimer], [Work]) in
             guard state.timerGeneration == generation else { return ([], []) }
             state.timerTask = nil
@@ -329,7 +350,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         for timer in due { self.handle(.timerFired(timer)) }
     }
 
-    private func deliver(_ stats: PoolStats, version: UInt64) {
+    @inlinable
+    func deliver(_ stats: PoolStats, version: UInt64) {
         self.delivery.withLock { delivered in
             guard version > delivered.version else { return }
             delivered.version = version

@@ -25,7 +25,8 @@ public final class LifeguardMetrics: Sendable {
     }
 
     private let registrations = Mutex(Registrations())
-    private let clientConnections: [ClientConnectionState: GaugeSeries]
+    /// In `ClientConnectionState.allCases` order: every transaction moves a client twice, so no hashing.
+    private let clientConnections: [GaugeSeries]
     private let clientMaxConnections: GaugeSeries
     private let clientRejected: [ClientRejectReason: CounterSeries]
     private let buildInfo: GaugeSeries
@@ -38,11 +39,9 @@ public final class LifeguardMetrics: Sendable {
     /// `lifeguard_config_last_reload_successful` at 1 (a process runs only with a valid configuration), client gauges
     /// at 0 and every `lifeguard_client_rejected_total{reason}` at 0.
     public init(version: String) {
-        self.clientConnections = Dictionary(
-            uniqueKeysWithValues: ClientConnectionState.allCases.map {
-                ($0, GaugeSeries(.clientConnections, [("state", $0.rawValue)]))
-            }
-        )
+        self.clientConnections = ClientConnectionState.allCases.map {
+            GaugeSeries(.clientConnections, [("state", $0.rawValue)])
+        }
         self.clientMaxConnections = GaugeSeries(.clientMaxConnections, [])
         self.clientRejected = Dictionary(
             uniqueKeysWithValues: ClientRejectReason.allCases.map {
@@ -90,8 +89,8 @@ public final class LifeguardMetrics: Sendable {
     /// without a lock: each gauge is changed atomically, so clients on several event loops never contend.
     public func clientConnectionChanged(from old: ClientConnectionState?, to new: ClientConnectionState?) {
         guard old != new else { return }
-        if let old { self.clientConnections[old]!.add(-1) }
-        if let new { self.clientConnections[new]!.add(1) }
+        if let old { self.clientConnections[old.index].add(-1) }
+        if let new { self.clientConnections[new.index].add(1) }
     }
 
     /// Sets `lifeguard_client_max_connections` (configured `max_client_conn`).
@@ -174,7 +173,7 @@ public final class LifeguardMetrics: Sendable {
     private func emitProcessWide(_ family: LifeguardMetric, into buffer: inout [UInt8]) {
         switch family {
         case .clientConnections:
-            for state in ClientConnectionState.allCases { self.clientConnections[state]!.emit(into: &buffer) }
+            for series in self.clientConnections { series.emit(into: &buffer) }
         case .clientMaxConnections: self.clientMaxConnections.emit(into: &buffer)
         case .clientRejectedTotal:
             for reason in ClientRejectReason.allCases { self.clientRejected[reason]!.emit(into: &buffer) }

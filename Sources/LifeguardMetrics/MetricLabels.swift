@@ -12,6 +12,15 @@ public enum ClientConnectionState: String, Sendable, CaseIterable {
     case waiting
     /// Connected, between transactions, holding nothing.
     case idle
+
+    /// The position in `allCases`.
+    var index: Int {
+        switch self {
+        case .active: 0
+        case .waiting: 1
+        case .idle: 2
+        }
+    }
 }
 
 /// `reason` of `lifeguard_pool_connection_errors_total`.

@@ -20,7 +20,7 @@ extension PoolStateMachine {
         /// Consecutive failed connects.
         var failures: Int
         var lastError: ConnectError
-        var retryAt: ContinuousClock.Instant
+        var retryAt: PoolInstant
         /// Pending until the backoff ends.
         var retryTimer: PoolTimer.ID?
     }
@@ -30,7 +30,7 @@ extension PoolStateMachine {
         /// Being opened by the factory.
         /// Goes to `leased` (established, a request waits), `idle` (established, nobody waits), or is removed
         /// (connect failed; or established while shutting down, above the limit, or not needed).
-        case connecting(since: ContinuousClock.Instant)
+        case connecting(since: PoolInstant)
         /// Open and unused.
         /// Goes to `leased` (fresh enough to hand out), `pinging` (unused longer than `prePingDelay`), or is removed
         /// (recycled when it would be handed out, `idle_timeout`, broken, shrunk by a reconfigure, shutdown).
@@ -46,22 +46,22 @@ extension PoolStateMachine {
     }
 
     struct Idle: Sendable, Equatable {
-        var openedAt: ContinuousClock.Instant
+        var openedAt: PoolInstant
         /// When it was last used (returned, established or successfully pinged).
-        var idleSince: ContinuousClock.Instant
+        var idleSince: PoolInstant
         var idleTimer: PoolTimer.ID?
     }
 
     struct Pinging: Sendable, Equatable {
-        var openedAt: ContinuousClock.Instant
+        var openedAt: PoolInstant
         /// The request the connection goes to; nil once that request timed out or was cancelled.
         var waiter: Waiter?
     }
 
     struct Lease: Sendable, Equatable {
-        var openedAt: ContinuousClock.Instant
+        var openedAt: PoolInstant
         var request: RequestID
-        var since: ContinuousClock.Instant
+        var since: PoolInstant
         /// Pending until the leak is reported, so it is reported once per lease.
         var leakTimer: PoolTimer.ID?
     }
@@ -69,7 +69,7 @@ extension PoolStateMachine {
     /// An idle connection in ``PoolStateMachine/idleOrder``, ordered by when it became idle, then by id.
     struct IdleEntry: Sendable, Equatable, Comparable {
         var id: ConnectionID
-        var since: ContinuousClock.Instant
+        var since: PoolInstant
         var affinity: Int?
 
         static func < (lhs: Self, rhs: Self) -> Bool {
@@ -82,8 +82,8 @@ extension PoolStateMachine {
         var request: RequestID
         /// Arrival order; the queue is sorted by it.
         var seq: Int
-        var since: ContinuousClock.Instant
-        var deadline: ContinuousClock.Instant
+        var since: PoolInstant
+        var deadline: PoolInstant
         /// Scheduled only once the request really waits.
         var timer: PoolTimer.ID?
         /// Idle connections with this affinity are preferred.

@@ -63,6 +63,7 @@ public struct PoolStateMachine: Sendable {
     /// Feeds one event; replaces the contents of `actions` by what to do, in order. The live pool passes the same
     /// array for every event, so a checkout does not allocate one.
     public mutating func handle(_ event: PoolEvent, now: ContinuousClock.Instant, into actions: inout [PoolAction]) {
+        let now = PoolInstant(now)
         actions.removeAll(keepingCapacity: true)
         // `emit` appends to `self.actions`; lend it the caller's buffer for this event.
         swap(&self.actions, &actions)
@@ -99,7 +100,7 @@ public struct PoolStateMachine: Sendable {
 
     // MARK: Events
 
-    private mutating func leaseRequested(_ request: RequestID, affinity: Int?, now: ContinuousClock.Instant) {
+    private mutating func leaseRequested(_ request: RequestID, affinity: Int?, now: PoolInstant) {
         guard self.isAcceptingRequests else {
             self.emit(.failRequest(request, self.shuttingDownError()))
             return
@@ -129,7 +130,7 @@ public struct PoolStateMachine: Sendable {
         self.fail(waiter, self.cancelledError())
     }
 
-    private mutating func connectionEstablished(_ id: ConnectionID, affinity: Int?, now: ContinuousClock.Instant) {
+    private mutating func connectionEstablished(_ id: ConnectionID, affinity: Int?, now: PoolInstant) {
         guard case .connecting(let since) = self.connections[id] else { return }
         if let affinity { self.affinities[id] = affinity }
         self.observe(.connected(took: now - since))
@@ -142,7 +143,7 @@ public struct PoolStateMachine: Sendable {
         self.fillDemand(now: now)
     }
 
-    private mutating func connectFailed(_ id: ConnectionID, error: ConnectError, now: ContinuousClock.Instant) {
+    private mutating func connectFailed(_ id: ConnectionID, error: ConnectError, now: PoolInstant) {
         guard case .connecting = self.connections[id] else { return }
         self.setState(id, nil)
         self.observe(.connectFailed(error.reason))
@@ -166,7 +167,7 @@ public struct PoolStateMachine: Sendable {
         )
     }
 
-    private mutating func connectionReleased(_ id: ConnectionID, now: ContinuousClock.Instant) {
+    private mutating func connectionReleased(_ id: ConnectionID, now: PoolInstant) {
         // A release of a connection that is not leased (unknown, closed by the drain timeout) is ignored.
         guard case .leased(let lease) = self.connections[id] else { return }
         if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
@@ -177,7 +178,7 @@ public struct PoolStateMachine: Sendable {
     private mutating func connectionBroken(
         _ id: ConnectionID,
         reason: ConnectionErrorReason,
-        now: ContinuousClock.Instant
+        now: PoolInstant
     ) {
         switch self.connections[id] {
         case .leased(let lease):
@@ -196,7 +197,7 @@ public struct PoolStateMachine: Sendable {
         self.afterClose(now: now)
     }
 
-    private mutating func pingSucceeded(_ id: ConnectionID, now: ContinuousClock.Instant) {
+    private mutating func pingSucceeded(_ id: ConnectionID, now: PoolInstant) {
         guard case .pinging(let pinging) = self.connections[id] else { return }
         if let waiter = pinging.waiter, self.isAcceptingRequests {
             self.lease(id, openedAt: pinging.openedAt, to: waiter, now: now)
@@ -205,7 +206,7 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
-    private mutating func pingFailed(_ id: ConnectionID, now: ContinuousClock.Instant) {
+    private mutating func pingFailed(_ id: ConnectionID, now: PoolInstant) {
         guard case .pinging(let pinging) = self.connections[id] else { return }
         self.observe(.connectionErrored(.broken))
         self.close(id, .pingFailed)
@@ -214,8 +215,8 @@ public struct PoolStateMachine: Sendable {
         self.afterClose(now: now)
     }
 
-    private mutating func timerFired(_ timer: PoolTimer, now: ContinuousClock.Instant) {
-        guard now >= timer.deadline else {
+    private mutating func timerFired(_ timer: PoolTimer, now: PoolInstant) {
+        guard now >= timer.due else {
             // Woken early: wait again.
             self.emit(.scheduleTimer(timer))
             return
@@ -250,7 +251,7 @@ public struct PoolStateMachine: Sendable {
         self.observe(.timedOut)
     }
 
-    private mutating func idleTimedOut(_ id: ConnectionID, timer: PoolTimer.ID, now: ContinuousClock.Instant) {
+    private mutating func idleTimedOut(_ id: ConnectionID, timer: PoolTimer.ID, now: PoolInstant) {
         guard case .idle(var idle) = self.connections[id], idle.idleTimer == timer else { return }
         if self.counts.open > self.configuration.minSize {
             self.close(id, .idle)
@@ -261,7 +262,7 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
-    private mutating func reconfigure(_ configuration: PoolConfiguration, now: ContinuousClock.Instant) {
+    private mutating func reconfigure(_ configuration: PoolConfiguration, now: PoolInstant) {
         let old = self.configuration
         self.configuration = configuration.normalized()
         guard self.isAcceptingRequests else { return }
@@ -346,7 +347,7 @@ public struct PoolStateMachine: Sendable {
 
     /// Hands idle connections to waiters, oldest waiter first, most recently used connection first (so that
     /// surplus connections stay unused and reach `idle_timeout`).
-    private mutating func serveQueue(now: ContinuousClock.Instant) {
+    private mutating func serveQueue(now: PoolInstant) {
         while let first = self.queue.first, let id = self.idleConnection(mostRecent: true, affinity: first.affinity),
             case .idle(let idle) = self.connections[id]
         {
@@ -370,7 +371,7 @@ public struct PoolStateMachine: Sendable {
 
     /// Opens connections for waiters not covered by connects in flight, and up to `min_size`; never above
     /// `poolSize + maxOverflow`, and while connects fail one at a time after the backoff.
-    private mutating func fillDemand(now: ContinuousClock.Instant) {
+    private mutating func fillDemand(now: PoolInstant) {
         let inFlight = self.counts.connecting
         let total = self.counts.open + inFlight
         var wanted = max(self.queue.count - inFlight, self.configuration.minSize - total, 0)
@@ -395,8 +396,8 @@ public struct PoolStateMachine: Sendable {
     /// closed when the pool does not need it.
     private mutating func connectionAvailable(
         _ id: ConnectionID,
-        openedAt: ContinuousClock.Instant,
-        now: ContinuousClock.Instant
+        openedAt: PoolInstant,
+        now: PoolInstant
     ) {
         guard self.isAcceptingRequests else {
             self.close(id, .shutdown)
@@ -428,9 +429,9 @@ public struct PoolStateMachine: Sendable {
 
     private mutating func lease(
         _ id: ConnectionID,
-        openedAt: ContinuousClock.Instant,
+        openedAt: PoolInstant,
         to waiter: Waiter,
-        now: ContinuousClock.Instant
+        now: PoolInstant
     ) {
         if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
         let leakTimer = self.configuration.leakThreshold.map { self.makeTimer(.leak(id), at: now + $0) }
@@ -444,7 +445,7 @@ public struct PoolStateMachine: Sendable {
         if let leakTimer { self.emit(.scheduleTimer(leakTimer)) }
     }
 
-    private mutating func afterClose(now: ContinuousClock.Instant) {
+    private mutating func afterClose(now: PoolInstant) {
         guard self.isAcceptingRequests else {
             self.checkShutdownComplete()
             return
@@ -545,16 +546,16 @@ public struct PoolStateMachine: Sendable {
         return self.idleOrder.last?.id
     }
 
-    private mutating func schedule(_ kind: PoolTimer.Kind, at deadline: ContinuousClock.Instant) -> PoolTimer.ID {
+    private mutating func schedule(_ kind: PoolTimer.Kind, at deadline: PoolInstant) -> PoolTimer.ID {
         let timer = self.makeTimer(kind, at: deadline)
         self.emit(.scheduleTimer(timer))
         return timer.id
     }
 
-    private mutating func makeTimer(_ kind: PoolTimer.Kind, at deadline: ContinuousClock.Instant) -> PoolTimer {
+    private mutating func makeTimer(_ kind: PoolTimer.Kind, at deadline: PoolInstant) -> PoolTimer {
         let id = PoolTimer.ID(self.nextTimerID)
         self.nextTimerID += 1
-        return PoolTimer(id: id, kind: kind, deadline: deadline)
+        return PoolTimer(id: id, kind: kind, due: deadline)
     }
 
     private mutating func observe(_ observation: PoolObservation) {

@@ -26,12 +26,19 @@ public struct PoolTimer: Hashable, Sendable, CustomStringConvertible {
 
     public var id: ID
     public var kind: Kind
-    public var deadline: ContinuousClock.Instant
+    /// The deadline, kept frozen-layout (see ``PoolInstant``): timers are made and stored on every checkout.
+    var due: PoolInstant
+
+    public var deadline: ContinuousClock.Instant { self.due.instant }
 
     public init(id: ID, kind: Kind, deadline: ContinuousClock.Instant) {
+        self.init(id: id, kind: kind, due: PoolInstant(deadline))
+    }
+
+    init(id: ID, kind: Kind, due: PoolInstant) {
         self.id = id
         self.kind = kind
-        self.deadline = deadline
+        self.due = due
     }
 
     public var description: String { "timer \(self.id.rawValue) \(self.kind)" }

@@ -445,7 +445,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 self.greet(serverParameters: server.startupParameters)
                 return
             }
-            let changes = self.parameters.differences(from: server.parameters.withLock { $0 })
+            let wanted = self.parameters
+            let changes = server.parameters.withLock { $0.changes(toMatch: wanted) }
             if changes.isEmpty {
                 self.activate(lease)
                 return

@@ -46,7 +46,7 @@ final class ServerConnection: PooledConnection {
     /// The ParameterStatus values of the startup, in the order the server sent them.
     let startupParameters: [(name: String, value: String)]
     /// Run-time parameters as the server last reported them (plus those Lifeguard set and the server does not report).
-    let parameters: Mutex<[String: String]>
+    let parameters: Mutex<ServerParameters>
     /// The server names of the statements ``PreparedStatements`` prepared here (transaction and statement mode).
     let preparedStatements = Mutex<Set<String>>([])
     private let handler: NIOLoopBound<ServerChannelHandler>
@@ -67,7 +67,9 @@ final class ServerConnection: PooledConnection {
         self.handler = handler
         self.backendKey = startup.backendKey
         self.startupParameters = startup.parameters
-        self.parameters = Mutex(Dictionary(startup.parameters.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 }))
+        self.parameters = Mutex(
+            ServerParameters(Dictionary(startup.parameters.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 }))
+        )
         self.cancelAddress = cancelAddress
         self.pingTimeout = pingTimeout
     }
@@ -142,6 +144,38 @@ final class ServerConnection: PooledConnection {
         } else {
             self.eventLoop.execute { body(handler.value) }
         }
+    }
+}
+
+/// A server connection's run-time parameters, and which client parameters were last found to match them.
+struct ServerParameters: Sendable {
+    private(set) var values: [String: String]
+    /// Changes with every value set, so that a recorded match is known to still hold.
+    private(set) var version: UInt64 = 0
+    private var matched: (wanted: SessionParameters, version: UInt64)?
+
+    init(_ values: [String: String]) {
+        self.values = values
+    }
+
+    subscript(name: String) -> String? {
+        get { self.values[name] }
+        set {
+            self.values[name] = newValue
+            self.version &+= 1
+        }
+    }
+
+    /// The `SET`s that bring this connection to `wanted`. Clients of one pool usually share the storage of their
+    /// wanted parameters (``ProxyPool/shared(_:)``), so a connection that already matched them is recognised without
+    /// comparing values again: one check per transaction instead of a lookup per parameter.
+    mutating func changes(toMatch wanted: SessionParameters) -> [(name: String, value: String)] {
+        if let matched = self.matched, matched.version == self.version, matched.wanted.isIdentical(to: wanted) {
+            return []
+        }
+        let changes = wanted.differences(from: self.values)
+        self.matched = changes.isEmpty ? (wanted, self.version) : nil
+        return changes
     }
 }
 

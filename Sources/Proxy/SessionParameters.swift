@@ -112,6 +112,16 @@ struct SessionParameters: Sendable, Equatable {
         return "'" + value.replacing("'", with: "''") + "'"
     }
 
+    /// True when both share one storage, and so are equal. Safe because both are alive while compared: the
+    /// storage cannot have been freed and reused, and shared storage is copied before it is changed.
+    func isIdentical(to other: SessionParameters) -> Bool {
+        self.values.withUnsafeBufferPointer { mine in
+            other.values.withUnsafeBufferPointer { theirs in
+                mine.baseAddress == theirs.baseAddress && mine.count == theirs.count
+            }
+        }
+    }
+
     static func == (lhs: SessionParameters, rhs: SessionParameters) -> Bool {
         lhs.values.elementsEqual(rhs.values) { $0.name == $1.name && $0.value == $1.value }
     }

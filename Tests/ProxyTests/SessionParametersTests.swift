@@ -1,0 +1,52 @@
+import Testing
+
+@testable import Proxy
+
+struct SessionParametersTests {
+    private func wanted(_ pairs: [(String, String)]) -> SessionParameters {
+        var parameters = SessionParameters()
+        for (name, value) in pairs { parameters[name] = value }
+        return parameters
+    }
+
+    @Test("a copy shares its storage; an equal value built apart, or a changed copy, does not")
+    func identity() {
+        let original = self.wanted([("DateStyle", "ISO, DMY"), ("TimeZone", "UTC")])
+        var copy = original
+        #expect(copy.isIdentical(to: original))
+        let twin = self.wanted([("DateStyle", "ISO, DMY"), ("TimeZone", "UTC")])
+        #expect(twin == original)
+        #expect(!twin.isIdentical(to: original))
+        copy["TimeZone"] = "Europe/Paris"
+        #expect(!copy.isIdentical(to: original))
+        #expect(original["TimeZone"] == "UTC")
+    }
+
+    @Test("a server reports the SETs a client needs, and nothing once it matches")
+    func changes() {
+        var server = ServerParameters(["DateStyle": "ISO, MDY", "TimeZone": "UTC"])
+        let client = self.wanted([("DateStyle", "ISO, DMY"), ("TimeZone", "UTC")])
+        #expect(server.changes(toMatch: client).map(\.name) == ["DateStyle"])
+        server["DateStyle"] = "ISO, DMY"
+        #expect(server.changes(toMatch: client).isEmpty)
+        // The same (shared) wanted parameters again, and an equal copy built apart: both match.
+        #expect(server.changes(toMatch: client).isEmpty)
+        #expect(server.changes(toMatch: self.wanted([("DateStyle", "ISO, DMY"), ("TimeZone", "UTC")])).isEmpty)
+    }
+
+    @Test("a recorded match does not hide a later change on the server")
+    func matchExpiresWhenTheServerChanges() {
+        var server = ServerParameters(["TimeZone": "UTC"])
+        let client = self.wanted([("TimeZone", "UTC")])
+        #expect(server.changes(toMatch: client).isEmpty)
+        // Another client's `SET TimeZone` was reported by the server (ParameterStatus).
+        server["TimeZone"] = "Asia/Tokyo"
+        #expect(server.changes(toMatch: client).map(\.value) == ["UTC"])
+        // A parameter the server does not report, cleared by DISCARD ALL.
+        var other = ServerParameters(["search_path": "app"])
+        let wantsPath = self.wanted([("search_path", "app")])
+        #expect(other.changes(toMatch: wantsPath).isEmpty)
+        other["search_path"] = nil
+        #expect(other.changes(toMatch: wantsPath).map(\.name) == ["search_path"])
+    }
+}
