@@ -59,6 +59,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     private let startupDecoder = PGStartupDecoder()
     private let frameDecoder = PGFrameDecoder.frontend()
     private var context: ChannelHandlerContext?
+    /// The channel's allocator, kept: `context.channel` costs a retain and a lock-free check per call.
+    private var allocator = ByteBufferAllocator()
 
     private var admitted = false
     private var pool: ProxyPool?
@@ -95,6 +97,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -369,10 +372,10 @@ final class ClientChannelHandler: ChannelInboundHandler {
         default:
             lease.unsynced += 1
         }
-        let allocator = self.context?.channel.allocator ?? ByteBufferAllocator()
+        let allocator = self.allocator
         if self.mode != .session {
-            let prepared = lease.server.preparedStatements.withLock { $0 }
-            if let messages = self.statements.outgoing(frame, prepared: prepared) {
+            let server = lease.server
+            if let messages = self.statements.outgoing(frame, prepared: server.preparedStatements.withLock { $0 }) {
                 // Renamed, injected or substituted: the only messages that are re-encoded.
                 self.outgoing.append(allocator: allocator) { buffer in
                     for message in messages { message.encode(into: &buffer) }
@@ -559,7 +562,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
     // MARK: Server messages
 
     private func serverFrames(_ token: UInt64, _ frames: [PGFrame]) {
-        guard case .active(var lease) = self.link, lease.token == token, let context = self.context else { return }
+        guard case .active(var lease) = self.link, lease.token == token, self.context != nil else { return }
         for frame in frames {
             switch frame.type {
             case PGBackendMessageType.parseComplete, PGBackendMessageType.closeComplete:
@@ -573,7 +576,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 case .swallow:
                     continue
                 case .parseComplete:
-                    self.clientOut.append(allocator: context.channel.allocator) { buffer in
+                    self.clientOut.append(allocator: self.allocator) { buffer in
                         buffer.writeInteger(PGBackendMessageType.parseComplete)
                         buffer.writeInteger(Int32(4))
                     }
@@ -599,7 +602,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
                     self.refuseTransactionBlock(lease)
                     return
                 }
-                self.clientOut.append(frame.bytes, allocator: context.channel.allocator)
+                self.clientOut.append(frame.bytes, allocator: self.allocator)
                 self.clientNeedsFlush = true
                 if self.mode != .session && status == .idle && settled {
                     self.link = .active(lease)
@@ -629,7 +632,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
             default:
                 break
             }
-            self.clientOut.append(frame.bytes, allocator: context.channel.allocator)
+            self.clientOut.append(frame.bytes, allocator: self.allocator)
             self.clientNeedsFlush = true
         }
         self.link = .active(lease)
@@ -848,8 +851,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     // MARK: Writing
 
     private func write(_ message: PGBackendMessage) {
-        guard let context = self.context else { return }
-        self.clientOut.append(allocator: context.channel.allocator) { message.encode(into: &$0) }
+        guard self.context != nil else { return }
+        self.clientOut.append(allocator: self.allocator) { message.encode(into: &$0) }
         self.clientNeedsFlush = true
     }
 

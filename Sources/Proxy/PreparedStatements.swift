@@ -87,7 +87,7 @@ struct PreparedStatements {
 
     /// What to send to the server for one client message, given the names prepared on the server connection; `nil`
     /// means the frame's bytes as they are.
-    mutating func outgoing(_ frame: PGFrame, prepared: Set<String>) -> [PGFrontendMessage]? {
+    mutating func outgoing(_ frame: PGFrame, prepared: @autoclosure () -> Set<String>) -> [PGFrontendMessage]? {
         switch frame.type {
         case PGFrontendMessageType.sync, PGFrontendMessageType.query, PGFrontendMessageType.functionCall:
             self.expected.append(.readyForQuery)
@@ -98,8 +98,20 @@ struct PreparedStatements {
         default:
             return nil
         }
+        if let unnamed = Self.unnamedTarget(of: frame) {
+            // The unnamed statement or a portal: nothing to rename, so the message is not decoded (drivers that do
+            // not name their statements send four of these per query).
+            switch unnamed {
+            case .parse: self.expected.append(.parse(serverName: nil, client: nil))
+            case .close: self.expected.append(.close(.relay))
+            case .other: break
+            }
+            return nil
+        }
         // A malformed message goes as it is: the server rejects it and closes.
         guard let message = try? PGFrontendMessage(frame: frame) else { return nil }
+        // Read only now: it takes the server connection's lock.
+        let prepared = prepared()
         switch message {
         case .parse(var parse):
             let client = parse.statementName
@@ -134,6 +146,37 @@ struct PreparedStatements {
         case .close(.portal):
             self.expected.append(.close(.relay))
             return nil
+        default:
+            return nil
+        }
+    }
+
+    private enum Unnamed {
+        case parse, close, other
+    }
+
+    /// Which of Parse, Close or another message this is when it names the unnamed statement or a portal (both pass
+    /// through unchanged), read from its first bytes; nil when it names a statement (or is too short to tell).
+    private static func unnamedTarget(of frame: PGFrame) -> Unnamed? {
+        let bytes = frame.bytes
+        let body = bytes.readerIndex + 5
+        guard bytes.readableBytes > 5, let first = bytes.getInteger(at: body, as: UInt8.self) else { return nil }
+        switch frame.type {
+        case PGFrontendMessageType.parse:
+            // Statement name first.
+            return first == 0 ? .parse : nil
+        case PGFrontendMessageType.bind:
+            // Portal name, then statement name.
+            guard let end = bytes.readableBytesView.dropFirst(5).firstIndex(of: 0),
+                bytes.getInteger(at: end + 1, as: UInt8.self) == 0
+            else { return nil }
+            return .other
+        case PGFrontendMessageType.describe, PGFrontendMessageType.close:
+            // `S` or `P`, then the name.
+            let isPortal = first == UInt8(ascii: "P")
+            guard isPortal || (first == UInt8(ascii: "S") && bytes.getInteger(at: body + 1, as: UInt8.self) == 0)
+            else { return nil }
+            return frame.type == PGFrontendMessageType.close ? .close : .other
         default:
             return nil
         }

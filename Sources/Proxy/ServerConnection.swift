@@ -87,11 +87,20 @@ final class ServerConnection: PooledConnection {
 
     /// Routes what the server says to `owner` until ``detach(token:)``.
     func attach(_ owner: ServerOwner) {
-        self.onLoop { $0.attach(owner) }
+        // Once per transaction: on the connection's own loop (the usual case) without allocating a closure.
+        if self.eventLoop.inEventLoop {
+            self.handler.value.attach(owner)
+        } else {
+            self.onLoop { $0.attach(owner) }
+        }
     }
 
     func detach(token: UInt64) {
-        self.onLoop { $0.detach(token: token) }
+        if self.eventLoop.inEventLoop {
+            self.handler.value.detach(token: token)
+        } else {
+            self.onLoop { $0.detach(token: token) }
+        }
     }
 
     /// Writes client messages unchanged and flushes once.
@@ -208,7 +217,13 @@ final class ServerChannelHandler: ChannelInboundHandler {
         case closed
     }
 
-    private var state: State
+    private var state: State {
+        didSet {
+            if case .relaying = self.state { self.isRelaying = true } else { self.isRelaying = false }
+        }
+    }
+    /// `state` is `.relaying`.
+    private var isRelaying = false
     private var frames = FrameBuffer()
     private let decoder = PGFrameDecoder()
     private var batch: [PGFrame] = []
@@ -351,6 +366,11 @@ final class ServerChannelHandler: ChannelInboundHandler {
                 self.state = .connecting(machine, result, promise)
             }
         }
+        if self.isRelaying {
+            // Every relayed frame: checked without copying the state (and retaining its owner's closures).
+            self.batch.append(frame)
+            return
+        }
         switch self.state {
         case .connecting(var machine, var result, let promise):
             self.handleStartup(frame, machine: &machine, result: &result, promise: promise, context: context)
@@ -440,11 +460,17 @@ final class ServerChannelHandler: ChannelInboundHandler {
             self.batch.removeAll(keepingCapacity: true)
             return
         }
-        let batch = self.batch
-        self.batch = []
         if owner.eventLoop.inEventLoop {
+            // Taken out first: the owner may end its lease inside `receive`, and `detach` delivers again.
+            var batch: [PGFrame] = []
+            swap(&batch, &self.batch)
             owner.receive(batch)
+            // Unique again once the owner returned: the next read reuses the storage.
+            batch.removeAll(keepingCapacity: true)
+            if self.batch.isEmpty { self.batch = batch }
         } else {
+            let batch = self.batch
+            self.batch = []
             owner.eventLoop.execute { owner.receive(batch) }
         }
     }

@@ -113,6 +113,31 @@ import Testing
         #expect(prepared.isEmpty)
     }
 
+    @Test func aNamedPortalDoesNotHideTheStatementItBinds() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        _ = statements.outgoing(self.parse("s1"), prepared: prepared)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        // The portal's name comes first; the statement after it is still found and renamed.
+        let renamed = statements.outgoing(self.bind("s1", portal: "p1"), prepared: prepared)
+        #expect(renamed?.count == 1)
+        if case .bind(let bind)? = renamed?.first {
+            #expect(bind.portalName == "p1")
+            #expect(bind.statementName == self.serverName)
+        } else {
+            Issue.record("expected a renamed Bind, got \(String(describing: renamed))")
+        }
+        #expect(statements.outgoing(self.bind("", portal: "p1"), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.describe(.statement(""))), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.describe(.portal("p1"))), prepared: prepared) == nil)
+        // Closing the unnamed statement and a portal: relayed, and their CloseCompletes relayed in order.
+        #expect(statements.outgoing(self.frame(.close(.statement(""))), prepared: prepared) == nil)
+        #expect(statements.outgoing(self.frame(.close(.portal("p1"))), prepared: prepared) == nil)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .relay)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .relay)
+        #expect(statements.statements["s1"]?.serverName == self.serverName)
+    }
+
     @Test func closingAStatementForgetsItButLeavesItOnTheServer() {
         var statements = PreparedStatements()
         var prepared: Set<String> = [self.serverName]
