@@ -287,6 +287,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
         }
         self.write(.readyForQuery(.idle))
         self.flushClient()
+        // A failed write closes the client on the spot; it must stay closed.
+        guard case .loggingIn = self.phase else { return }
         self.phase = .ready
         if case .none = self.link {
             self.setActivity(.idle)
@@ -607,6 +609,9 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 if self.mode != .session && status == .idle && settled {
                     self.link = .active(lease)
                     self.flushClient()
+                    // A failed write closes the client on the spot, and closing gives the server connection back:
+                    // giving it back again here would release it from under the client it went to next.
+                    guard self.holds(lease) else { return }
                     self.endTransaction(lease)
                     return
                 }
@@ -729,6 +734,12 @@ final class ClientChannelHandler: ChannelInboundHandler {
             self.pool?.pool.discard(lease.server)
         }
         self.afterRelease()
+    }
+
+    /// Whether `lease` is still the client's active lease (and not given back meanwhile, by a close).
+    private func holds(_ lease: Lease) -> Bool {
+        if case .active(let current) = self.link, current.token == lease.token { return true }
+        return false
     }
 
     private func release(_ lease: Lease) {
