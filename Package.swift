@@ -60,7 +60,7 @@ let package = Package(
         // TOML file, LIFEGUARD_* environment, flags: one validated configuration.
         .target(
             name: "LifeguardConfig",
-            dependencies: ["Upstream", "TOMLKit"]
+            dependencies: ["Upstream", "PoolCore", "TOMLKit"]
         ),
         // The PostgreSQL v3 protocol: framing, the messages the proxy acts on, authentication both ways.
         .target(
@@ -70,11 +70,21 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        // The wire-protocol proxy: accepts clients, routes them to pools, relays by pool mode.
+        // The per-client session as a pure state machine: what a client and its server connection owe each other,
+        // and how a server connection goes back. No event loops, no sockets.
+        .target(
+            name: "ProxyCore",
+            dependencies: [
+                "PGWire", "PoolCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The wire-protocol proxy: thin SwiftNIO handlers that feed ProxyCore and run its actions.
         .target(
             name: "Proxy",
             dependencies: [
-                "PGWire", "ConnectionPool", "PoolCore", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                "PGWire", "ProxyCore", "ConnectionPool", "PoolCore", "LifeguardMetrics", "LifeguardConfig", "Upstream",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -105,9 +115,16 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "ProxyCoreTests",
+            dependencies: [
+                "ProxyCore", "PGWire", "PoolCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "ProxyTests",
             dependencies: [
-                "Proxy", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                "Proxy", "ProxyCore", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig", "Upstream",
                 "PostgresTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

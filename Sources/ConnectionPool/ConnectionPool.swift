@@ -1,6 +1,18 @@
 import PoolCore
 import Synchronization
 
+/// A connection handed out by ``ConnectionPool/lease()``, with the request that names the lease.
+public struct PoolLease<Connection: Sendable>: Sendable {
+    public let connection: Connection
+    public let request: RequestID
+
+    @inlinable
+    public init(connection: Connection, request: RequestID) {
+        self.connection = connection
+        self.request = request
+    }
+}
+
 /// The live pool of one (database, user): runs PoolCore's ``PoolStateMachine`` with the real clock, the connection
 /// factory and one Swift concurrency timer task.
 ///
@@ -116,9 +128,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Waits for a connection. Cancelling the task cancels the request (``PoolError/Code/cancelled``) unless it
-    /// was already served.
+    /// was already served. Give the connection back with ``release(_:)`` or ``discard(_:reason:)`` on the lease.
     @inlinable
-    public func lease() async throws(PoolError) -> Connection {
+    public func lease() async throws(PoolError) -> PoolLease<Connection> {
         let request = self.makeRequestID()
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<Connection, PoolError>, Never>) in
@@ -129,19 +141,32 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         } onCancel: {
             self.cancel(request)
         }
-        return try result.get()
+        return PoolLease(connection: try result.get(), request: request)
     }
 
-    /// Gives a leased connection back in a clean state (no open transaction, session reset).
+    /// Gives a connection back in a clean state (no open transaction, session reset). `request` names the lease
+    /// that ends: a release of any other lease is ignored (and observed as stale), so a connection that went on to
+    /// another client can never be taken from it.
     @inlinable
-    public func release(_ connection: Connection) {
-        self.handle(.connectionReleased(connection.id))
+    public func release(_ connection: Connection, lease request: RequestID) {
+        self.handle(.connectionReleased(connection.id, lease: request))
     }
 
-    /// Reports a leased (or idle) connection broken; the pool closes it and opens another if needed.
     @inlinable
-    public func discard(_ connection: Connection, reason: ConnectionErrorReason = .broken) {
-        self.handle(.connectionBroken(connection.id, reason))
+    public func release(_ lease: PoolLease<Connection>) {
+        self.release(lease.connection, lease: lease.request)
+    }
+
+    /// Reports a connection broken; the pool closes it and opens another if needed. `request` names the lease it
+    /// was held under (a stale one is ignored); nil for a connection that broke while nobody held it.
+    @inlinable
+    public func discard(_ connection: Connection, lease request: RequestID?, reason: ConnectionErrorReason = .broken) {
+        self.handle(.connectionBroken(connection.id, lease: request, reason))
+    }
+
+    @inlinable
+    public func discard(_ lease: PoolLease<Connection>, reason: ConnectionErrorReason = .broken) {
+        self.discard(lease.connection, lease: lease.request, reason: reason)
     }
 
     /// Applies new settings: grows at once, shrinks by closing idle connections now and leased ones when
@@ -174,13 +199,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
 
     // MARK: Running the state machine
 
+    /// A request id no other request of this pool has; for ``lease(_:affinity:_:)``.
     @inlinable
-    func makeRequestID() -> RequestID {
+    public func makeRequestID() -> RequestID {
         RequestID(self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
+    /// ``lease(affinity:_:)`` with a request id made beforehand by ``makeRequestID()``, for callers that must know
+    /// the request before its completion can run.
     @inlinable
-    func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
+    public func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
         self.handle(.leaseRequested(request, affinity: affinity)) { $0.requests[request] = completion }
     }
 

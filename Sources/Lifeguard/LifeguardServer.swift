@@ -33,7 +33,7 @@ struct LifeguardServer {
                 configuration: self.configuration,
                 metrics: metrics,
                 logger: logger,
-                makeObserver: { _, poolMetrics in PoolMetricsObserver(metrics: poolMetrics) }
+                makeObserver: { _, poolMetrics in PoolMetricsObserver(metrics: poolMetrics, logger: logger) }
             )
             state.attach(proxy)
             let port = try await proxy.start()

@@ -1,4 +1,5 @@
 import LifeguardMetrics
+import Logging
 import PoolCore
 
 /// Feeds one pool's observations and stats into its series of the metric catalogue.
@@ -7,6 +8,7 @@ import PoolCore
 /// with each observation.
 struct PoolMetricsObserver: PoolObserver {
     let metrics: PoolMetrics
+    var logger: Logger?
 
     func pool(_ key: PoolKey, observed observation: PoolObservation) {
         switch observation {
@@ -23,8 +25,18 @@ struct PoolMetricsObserver: PoolObserver {
             self.metrics.connectionClosed(reason: Self.label(reason))
         case .timedOut:
             self.metrics.timedOut()
-        case .leakSuspected:
+        case .leakSuspected(let heldFor):
             self.metrics.leakSuspected()
+            self.logger?.warning(
+                "a client has held a server connection longer than leak_threshold",
+                metadata: ["pool": "\(key)", "held_seconds": "\(heldFor.components.seconds)"]
+            )
+        case .staleRelease:
+            self.metrics.staleRelease()
+            self.logger?.warning(
+                "ignored a release of a server connection by a client that no longer held it (a Lifeguard bug)",
+                metadata: ["pool": "\(key)"]
+            )
         }
     }
 

@@ -1,3 +1,4 @@
+import PoolCore
 import Upstream
 
 /// Lifeguard's effective, validated configuration.
@@ -177,15 +178,8 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// When a server connection goes back to the pool.
-public enum PoolMode: String, Sendable, CaseIterable {
-    /// When the client disconnects.
-    case session
-    /// When a transaction ends (`ReadyForQuery` with status `I`).
-    case transaction
-    /// After every statement; multi-statement transactions are refused.
-    case statement
-}
+/// When a server connection goes back to the pool (defined with the pooling rules).
+public typealias PoolMode = PoolCore.PoolMode
 
 /// Logging thresholds, named as swift-log names them.
 public enum LogLevel: String, Sendable, CaseIterable {

@@ -24,6 +24,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
     case poolConnectionErrorsTotal = "lifeguard_pool_connection_errors_total"
     case poolConnectionsClosedTotal = "lifeguard_pool_connections_closed_total"
     case poolLeaksSuspectedTotal = "lifeguard_pool_leaks_suspected_total"
+    case poolStaleReleasesTotal = "lifeguard_pool_stale_releases_total"
     case transactionsTotal = "lifeguard_transactions_total"
     case queriesTotal = "lifeguard_queries_total"
     case clientConnections = "lifeguard_client_connections"
@@ -47,7 +48,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolWaitSeconds, .poolUseSeconds, .poolConnectSeconds:
             return .histogram
         case .poolCheckoutsTotal, .poolTimeoutsTotal, .poolConnectionErrorsTotal, .poolConnectionsClosedTotal,
-            .poolLeaksSuspectedTotal, .transactionsTotal, .queriesTotal, .clientRejectedTotal,
+            .poolLeaksSuspectedTotal, .poolStaleReleasesTotal, .transactionsTotal, .queriesTotal, .clientRejectedTotal,
             .processCPUSecondsTotal:
             return .counter
         case .poolSize, .poolMaxOverflow, .poolConnections, .poolCheckedOut, .poolOverflow, .poolWaitingClients,
@@ -63,8 +64,8 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         switch self {
         case .poolSize, .poolMaxOverflow, .poolConnections, .poolCheckedOut, .poolOverflow, .poolWaitingClients,
             .poolWaitSeconds, .poolUseSeconds, .poolConnectSeconds, .poolCheckoutsTotal, .poolTimeoutsTotal,
-            .poolConnectionErrorsTotal, .poolConnectionsClosedTotal, .poolLeaksSuspectedTotal, .transactionsTotal,
-            .queriesTotal:
+            .poolConnectionErrorsTotal, .poolConnectionsClosedTotal, .poolLeaksSuspectedTotal, .poolStaleReleasesTotal,
+            .transactionsTotal, .queriesTotal:
             return true
         default:
             return false
@@ -117,6 +118,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolCheckoutsTotal: return "checkouts"
         case .poolTimeoutsTotal: return "clients"
         case .poolLeaksSuspectedTotal: return "holds"
+        case .poolStaleReleasesTotal: return "releases"
         case .transactionsTotal: return "transactions"
         case .queriesTotal: return "queries"
         case .processOpenFDs, .processMaxFDs: return "file descriptors"
@@ -141,6 +143,8 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolConnectionErrorsTotal: return "Failed connects and broken server connections, by reason."
         case .poolConnectionsClosedTotal: return "Server connections closed by the pool, by reason."
         case .poolLeaksSuspectedTotal: return "Holds of a server connection that passed leak_threshold."
+        case .poolStaleReleasesTotal:
+            return "Releases of a server connection naming a lease it no longer had; ignored (a Lifeguard bug)."
         case .transactionsTotal: return "Transactions completed through the pool."
         case .queriesTotal: return "Queries run through the pool."
         case .clientConnections: return "Client connections, by state (active, waiting or idle)."

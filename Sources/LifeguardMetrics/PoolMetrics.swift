@@ -23,6 +23,7 @@ public final class PoolMetrics: Sendable {
     private let connectionErrorsInOrder: [CounterSeries]
     private let connectionsClosedInOrder: [CounterSeries]
     private let leaks: CounterSeries
+    private let staleReleases: CounterSeries
     private let transactionCount: CounterSeries
     private let queryCount: CounterSeries
 
@@ -56,6 +57,7 @@ public final class PoolMetrics: Sendable {
             uniqueKeysWithValues: zip(ConnectionCloseReason.allCases, self.connectionsClosedInOrder)
         )
         self.leaks = CounterSeries(.poolLeaksSuspectedTotal, labels)
+        self.staleReleases = CounterSeries(.poolStaleReleasesTotal, labels)
         self.transactionCount = CounterSeries(.transactionsTotal, labels)
         self.queryCount = CounterSeries(.queriesTotal, labels)
     }
@@ -128,6 +130,12 @@ public final class PoolMetrics: Sendable {
         self.leaks.increment()
     }
 
+    /// Counts one release or discard that named a lease the connection no longer had, and was ignored
+    /// (`lifeguard_pool_stale_releases_total`).
+    public func staleRelease() {
+        self.staleReleases.increment()
+    }
+
     /// Adds `count` completed transactions (`lifeguard_transactions_total`).
     public func transactions(_ count: Int) {
         self.transactionCount.increment(by: count)
@@ -157,6 +165,7 @@ public final class PoolMetrics: Sendable {
         case .poolConnectionErrorsTotal: for series in self.connectionErrorsInOrder { series.emit(into: &buffer) }
         case .poolConnectionsClosedTotal: for series in self.connectionsClosedInOrder { series.emit(into: &buffer) }
         case .poolLeaksSuspectedTotal: self.leaks.emit(into: &buffer)
+        case .poolStaleReleasesTotal: self.staleReleases.emit(into: &buffer)
         case .transactionsTotal: self.transactionCount.emit(into: &buffer)
         case .queriesTotal: self.queryCount.emit(into: &buffer)
         default: break

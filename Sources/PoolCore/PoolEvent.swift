@@ -12,10 +12,13 @@ public enum PoolEvent: Sendable, Equatable {
     case connectionEstablished(ConnectionID, affinity: Int? = nil)
     /// The factory could not open the connection.
     case connectFailed(ConnectionID, ConnectError)
-    /// A client gave its connection back in a clean state.
-    case connectionReleased(ConnectionID)
-    /// A leased or idle connection broke.
-    case connectionBroken(ConnectionID, ConnectionErrorReason)
+    /// A client gave back, in a clean state, the connection it leased with this request. A release that names
+    /// any other lease (an earlier one, or one of another client) is stale: ignored and observed as
+    /// ``PoolObservation/staleRelease``, so that a connection is never handed out twice.
+    case connectionReleased(ConnectionID, lease: RequestID)
+    /// A connection broke: while leased with `lease` (a stale lease is ignored, as for a release), or, with no
+    /// lease named, while idle or being pinged.
+    case connectionBroken(ConnectionID, lease: RequestID?, ConnectionErrorReason)
     /// A ping asked for by ``PoolAction/ping(_:for:)`` answered.
     case pingSucceeded(ConnectionID)
     /// A ping asked for by ``PoolAction/ping(_:for:)`` failed.

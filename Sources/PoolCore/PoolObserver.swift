@@ -16,6 +16,8 @@ public enum PoolObservation: Sendable, Equatable {
     case timedOut
     /// A lease passed `leak_threshold`; reported once per lease.
     case leakSuspected(heldFor: Duration)
+    /// A release or discard named a lease that is not the connection's current one; it was ignored.
+    case staleRelease
 }
 
 /// Receives a pool's observations and its changed stats. Implemented by the metrics layer.

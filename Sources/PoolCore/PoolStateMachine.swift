@@ -79,10 +79,10 @@ public struct PoolStateMachine: Sendable {
             self.connectionEstablished(id, affinity: affinity, now: now)
         case .connectFailed(let id, let error):
             self.connectFailed(id, error: error, now: now)
-        case .connectionReleased(let id):
-            self.connectionReleased(id, now: now)
-        case .connectionBroken(let id, let reason):
-            self.connectionBroken(id, reason: reason, now: now)
+        case .connectionReleased(let id, let lease):
+            self.connectionReleased(id, lease: lease, now: now)
+        case .connectionBroken(let id, let lease, let reason):
+            self.connectionBroken(id, lease: lease, reason: reason, now: now)
         case .pingSucceeded(let id):
             self.pingSucceeded(id, now: now)
         case .pingFailed(let id):
@@ -167,9 +167,13 @@ public struct PoolStateMachine: Sendable {
         )
     }
 
-    private mutating func connectionReleased(_ id: ConnectionID, now: PoolInstant) {
+    private mutating func connectionReleased(_ id: ConnectionID, lease request: RequestID, now: PoolInstant) {
         // A release of a connection that is not leased (unknown, closed by the drain timeout) is ignored.
         guard case .leased(let lease) = self.connections[id] else { return }
+        guard lease.request == request else {
+            self.observe(.staleRelease)
+            return
+        }
         if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
         self.observe(.returned(heldFor: now - lease.since))
         self.connectionAvailable(id, openedAt: lease.openedAt, now: now)
@@ -177,11 +181,16 @@ public struct PoolStateMachine: Sendable {
 
     private mutating func connectionBroken(
         _ id: ConnectionID,
+        lease request: RequestID?,
         reason: ConnectionErrorReason,
         now: PoolInstant
     ) {
         switch self.connections[id] {
         case .leased(let lease):
+            guard request == nil || request == lease.request else {
+                self.observe(.staleRelease)
+                return
+            }
             if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
             self.observe(.returned(heldFor: now - lease.since))
         case .idle(let idle):

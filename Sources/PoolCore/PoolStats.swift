@@ -22,6 +22,8 @@ public struct PoolStats: Sendable, Equatable {
     public var timeouts: Int
     /// Leases that passed `leak_threshold`.
     public var leaksSuspected: Int
+    /// Releases and discards that named a lease the connection no longer had (ignored).
+    public var staleReleases = 0
     /// Failed connects and broken connections, by reason.
     public var connectionErrors: [ConnectionErrorReason: Int]
     /// Closed connections, by reason.
@@ -53,6 +55,8 @@ public struct PoolStats: Sendable, Equatable {
             self.timeouts += 1
         case .leakSuspected:
             self.leaksSuspected += 1
+        case .staleRelease:
+            self.staleReleases += 1
         case .connectFailed(let reason), .connectionErrored(let reason):
             self.connectionErrors[reason, default: 0] += 1
         case .closed(let reason):

@@ -3,10 +3,6 @@ import NIOCore
 import PGWire
 import Synchronization
 
-/// What a logged-in client is doing, for `lifeguard_client_connections{state}`: active (holds a server
-/// connection), waiting (for one), idle (holds nothing).
-typealias ClientActivity = ClientConnectionState
-
 /// The server connection a client holds now, read by CancelRequests from other connections.
 final class CancelTarget: Sendable {
     private let server = Mutex<ServerConnection?>(nil)
@@ -94,7 +90,7 @@ final class ClientRegistry: Sendable {
     }
 
     /// The connection closed; `activity` is what its handler last reported.
-    func unregister(_ id: Int, admitted: Bool, activity: ClientActivity?) {
+    func unregister(_ id: Int, admitted: Bool, activity: ClientConnectionState?) {
         self.state.withLock { state in
             guard let entry = state.entries.removeValue(forKey: id) else { return }
             if let key = entry.cancelKey { state.cancelKeys[key] = nil }

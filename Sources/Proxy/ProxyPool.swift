@@ -4,6 +4,7 @@ import LifeguardMetrics
 import NIOCore
 import PGWire
 import PoolCore
+import ProxyCore
 import Synchronization
 
 /// One (database, user) pool: the live ``ConnectionPool`` of server connections, its mode and its metrics, plus the

@@ -47,6 +47,10 @@ public final class ProxyServer: Sendable {
         }
     }
 
+    /// Unsent bytes per connection, either way, above which Lifeguard stops reading from the other side (`high`) and
+    /// below which it reads again (`low`).
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
+
     /// Binds `listen` and starts accepting. Returns the bound port (useful with port 0).
     @discardableResult
     public func start() async throws -> Int {
@@ -57,6 +61,9 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: false)
+            // Backpressure: past the high-water mark of unsent bytes a client is not writable, and Lifeguard stops
+            // reading from its server connection until it drains below the low one.
+            .childChannelOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
             // Each channel keeps its last receive buffer for the next read, idle or not. Clients send small
             // messages, so start at 256 bytes instead of NIO's 2 KB (the size adapts upwards for COPY or large
             // Binds): ~2 KB less per idle client.
@@ -70,7 +77,9 @@ public final class ProxyServer: Sendable {
                         channel.close(promise: nil)
                         return
                     }
-                    try channel.pipeline.syncOperations.addHandler(ClientChannelHandler(context: context, clientID: id))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientChannelHandler(context: context, clientID: id, allocator: channel.allocator)
+                    )
                 }
             }
             .bind(host: listen.host, port: listen.port)

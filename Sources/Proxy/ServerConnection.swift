@@ -2,26 +2,21 @@ import ConnectionPool
 import NIOCore
 import PGWire
 import PoolCore
+import ProxyCore
 import Synchronization
 
-/// Who receives what PostgreSQL sends while a client holds the connection. Both closures run on `eventLoop`.
+/// Who receives what PostgreSQL sends while a client holds the connection. The closures run on `eventLoop`.
 struct ServerOwner: Sendable {
-    /// Tells this lease from every other (of any client), so that a late `detach` cannot drop a newer owner.
-    let token: UInt64
+    /// The pool's request that leased the connection: tells this lease from every other, so that a late `detach`
+    /// cannot drop a newer owner.
+    let lease: RequestID
     let eventLoop: any EventLoop
     /// One read burst of frames, in order.
     let receive: @Sendable ([PGFrame]) -> Void
     /// The connection closed (after every frame it delivered).
     let closed: @Sendable () -> Void
-}
-
-extension ServerOwner {
-    private static let lastToken = Atomic<UInt64>(0)
-
-    /// A token no other lease has had.
-    static func makeToken() -> UInt64 {
-        Self.lastToken.wrappingAdd(1, ordering: .relaxed).newValue
-    }
+    /// The connection stopped (false) or started again (true) taking what is written to it.
+    let writabilityChanged: @Sendable (Bool) -> Void
 }
 
 /// What a command Lifeguard ran itself (reset query, `SET`s, ping) ended with.
@@ -47,8 +42,9 @@ final class ServerConnection: PooledConnection {
     let startupParameters: [(name: String, value: String)]
     /// Run-time parameters as the server last reported them (plus those Lifeguard set and the server does not report).
     let parameters: Mutex<ServerParameters>
-    /// The server names of the statements ``PreparedStatements`` prepared here (transaction and statement mode).
-    let preparedStatements = Mutex<Set<String>>([])
+    /// The server names of the statements Lifeguard prepared here (transaction and statement mode); lent to the
+    /// client that holds the connection (``takePreparedStatements()``) and put back with it.
+    private let preparedStatements = Mutex<Set<String>>([])
     private let handler: NIOLoopBound<ServerChannelHandler>
     private let pingTimeout: TimeAmount
 
@@ -85,7 +81,7 @@ final class ServerConnection: PooledConnection {
 
     var isActive: Bool { self.channel.isActive }
 
-    /// Routes what the server says to `owner` until ``detach(token:)``.
+    /// Routes what the server says to `owner` until ``detach(_:)``.
     func attach(_ owner: ServerOwner) {
         // Once per transaction: on the connection's own loop (the usual case) without allocating a closure.
         if self.eventLoop.inEventLoop {
@@ -95,12 +91,39 @@ final class ServerConnection: PooledConnection {
         }
     }
 
-    func detach(token: UInt64) {
+    /// Stops routing to the owner of `lease` (if it still is the owner), and reads again if they were paused.
+    func detach(_ lease: RequestID) {
         if self.eventLoop.inEventLoop {
-            self.handler.value.detach(token: token)
+            self.handler.value.detach(lease)
         } else {
-            self.onLoop { $0.detach(token: token) }
+            self.onLoop { $0.detach(lease) }
         }
+    }
+
+    /// Backpressure: the owner's client is not taking what the server sends; stop reading from the server.
+    func pauseReads(_ lease: RequestID) {
+        self.onLoop { $0.setReadsPaused(true, lease: lease) }
+    }
+
+    func resumeReads(_ lease: RequestID) {
+        self.onLoop { $0.setReadsPaused(false, lease: lease) }
+    }
+
+    /// The prepared statements, lent to the client that leased the connection; empty until ``putBack(preparedStatements:)``.
+    func takePreparedStatements() -> Set<String> {
+        self.preparedStatements.withLock { statements in
+            var taken: Set<String> = []
+            swap(&taken, &statements)
+            return taken
+        }
+    }
+
+    func putBack(preparedStatements: Set<String>) {
+        self.preparedStatements.withLock { $0 = preparedStatements }
+    }
+
+    func clearPreparedStatements() {
+        self.preparedStatements.withLock { $0.removeAll() }
     }
 
     /// Writes client messages unchanged and flushes once.
@@ -156,38 +179,6 @@ final class ServerConnection: PooledConnection {
     }
 }
 
-/// A server connection's run-time parameters, and which client parameters were last found to match them.
-struct ServerParameters: Sendable {
-    private(set) var values: [String: String]
-    /// Changes with every value set, so that a recorded match is known to still hold.
-    private(set) var version: UInt64 = 0
-    private var matched: (wanted: SessionParameters, version: UInt64)?
-
-    init(_ values: [String: String]) {
-        self.values = values
-    }
-
-    subscript(name: String) -> String? {
-        get { self.values[name] }
-        set {
-            self.values[name] = newValue
-            self.version &+= 1
-        }
-    }
-
-    /// The `SET`s that bring this connection to `wanted`. Clients of one pool usually share the storage of their
-    /// wanted parameters (``ProxyPool/shared(_:)``), so a connection that already matched them is recognised without
-    /// comparing values again: one check per transaction instead of a lookup per parameter.
-    mutating func changes(toMatch wanted: SessionParameters) -> [(name: String, value: String)] {
-        if let matched = self.matched, matched.version == self.version, matched.wanted.isIdentical(to: wanted) {
-            return []
-        }
-        let changes = wanted.differences(from: self.values)
-        self.matched = changes.isEmpty ? (wanted, self.version) : nil
-        return changes
-    }
-}
-
 /// What the startup of a server connection collected.
 struct ServerStartupResult: Sendable {
     var parameters: [(name: String, value: String)] = []
@@ -205,8 +196,9 @@ struct ServerStartupError: Error {
 /// States: `connecting` → `idle` (ReadyForQuery after authentication) | `closed`;
 /// `idle` → `relaying` (attach) | `command` (run); `relaying` → `idle` (detach); `command` → `idle`;
 /// any → `closed` (channel inactive), which is final.
-final class ServerChannelHandler: ChannelInboundHandler {
+final class ServerChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum State {
@@ -228,9 +220,13 @@ final class ServerChannelHandler: ChannelInboundHandler {
     private let decoder = PGFrameDecoder()
     private var batch: [PGFrame] = []
     private let startupMessage: PGStartupMessage
-    /// Filled once the connection exists; ParameterStatus updates go there.
-    var connection: ServerConnection?
+    /// Filled once the connection exists; ParameterStatus updates go there. Weak: the connection holds this handler.
+    weak var connection: ServerConnection?
     private var context: ChannelHandlerContext?
+    /// Backpressure: the owner's client is full, so the server is not read (the kernel's buffers then fill and
+    /// PostgreSQL waits). Lifted when the owner detaches.
+    private var readsPaused = false
+    private var readPending = false
 
     init(
         user: String,
@@ -248,6 +244,43 @@ final class ServerChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsPaused {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .relaying(let owner) = self.state {
+            let writable = context.channel.isWritable
+            if owner.eventLoop.inEventLoop {
+                owner.writabilityChanged(writable)
+            } else {
+                owner.eventLoop.execute { owner.writabilityChanged(writable) }
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func setReadsPaused(_ paused: Bool, lease: RequestID) {
+        guard case .relaying(let owner) = self.state, owner.lease == lease else { return }
+        self.setReadsPaused(paused)
+    }
+
+    private func setReadsPaused(_ paused: Bool) {
+        self.readsPaused = paused
+        if !paused && self.readPending, let context = self.context {
+            self.readPending = false
+            context.read()
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -285,7 +318,11 @@ final class ServerChannelHandler: ChannelInboundHandler {
                 )
             )
         case .relaying(let owner):
-            owner.eventLoop.execute { owner.closed() }
+            if owner.eventLoop.inEventLoop {
+                owner.closed()
+            } else {
+                owner.eventLoop.execute { owner.closed() }
+            }
         case .command(let promise, _, let timer, let then):
             timer?.cancel()
             promise.fail(ChannelError.ioOnClosedChannel)
@@ -315,12 +352,13 @@ final class ServerChannelHandler: ChannelInboundHandler {
         }
     }
 
-    func detach(token: UInt64) {
+    func detach(_ lease: RequestID) {
         switch self.state {
-        case .relaying(let owner) where owner.token == token:
+        case .relaying(let owner) where owner.lease == lease:
             self.deliverBatch()
             self.state = .idle
-        case .command(let promise, let error, let timer, let then) where then?.token == token:
+            self.setReadsPaused(false)
+        case .command(let promise, let error, let timer, let then) where then?.lease == lease:
             self.state = .command(promise, error, timer, then: nil)
         default:
             break

@@ -88,6 +88,7 @@ struct ServerConnectionFactory: ConnectionFactory {
         let user = target.user
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(target.connectTimeout)
+            .channelOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ServerChannelHandler(

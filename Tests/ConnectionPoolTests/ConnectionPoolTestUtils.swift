@@ -107,3 +107,10 @@ final class Locked<Value: Sendable>: Sendable {
         self.mutex.withLock { body(&$0) }
     }
 }
+
+/// The tests look at the leased connection through its lease.
+extension PoolLease where Connection == FakeConnection {
+    var id: ConnectionID { self.connection.id }
+    var isClosed: Bool { self.connection.isClosed }
+    func breakIt() { self.connection.breakIt() }
+}

@@ -1,8 +1,8 @@
 """Errors a user can act on (issue 3, point 3), each with its SQLSTATE, and in each case another client keeps
 working through the same Lifeguard: pool timeout (53300, naming the pool and the setting; in transaction mode the
 client stays usable), max_client_conn (53300 at startup), unknown database (3D000), bad password (28P01, md5 and
-scram-sha-256), upstream unreachable (08006 with the upstream's message), a server connection that dies mid-query
-(08006, the pool replaces it) and protocol violations (08P01, nothing else affected)."""
+scram-sha-256), upstream unreachable (08006 with the upstream's message), a server connection terminated mid-query
+(the server's own 57P01, the pool replaces it) and protocol violations (08P01, nothing else affected)."""
 
 from __future__ import annotations
 
@@ -228,7 +228,10 @@ class Bystander(threading.Thread):
 
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])
-def test_server_connection_dying_mid_query_is_08006_and_the_pool_replaces_it(mode, pooler, postgres, monitor):
+def test_server_connection_terminated_mid_query_tells_the_client_what_postgresql_said(mode, pooler, postgres, monitor):
+    """pg_terminate_backend under a query: the client gets PostgreSQL's own FATAL 57P01 (drivers decide on
+    reconnects from that SQLSTATE, psycopg raises AdminShutdown), its session ends as it would without a pooler,
+    and the pool replaces the connection."""
     user = targets.role(postgres, f"err_die_{mode}")
     target = pooler(mode=mode, pool_size=2, max_overflow=0)
     victim = target.connect(user=user)
@@ -253,8 +256,12 @@ def test_server_connection_dying_mid_query_is_08006_and_the_pool_replaces_it(mod
         thread.join(10)
         assert outcome and outcome[0] is not None, "the victim's query did not fail"
         err = outcome[0]
-        assert err.sqlstate == "08006", f"expected 08006, got {err.sqlstate}: {err}"
+        assert isinstance(err, psycopg.errors.AdminShutdown), f"expected AdminShutdown, got {type(err)}: {err}"
+        assert err.sqlstate == "57P01", f"expected 57P01, got {err.sqlstate}: {err}"
+        assert err.diag.severity_nonlocalized == "FATAL"
+        assert "terminating connection due to administrator command" in str(err)
         assert outcome[1] - killed_at < 2, f"the error came {outcome[1] - killed_at:.2f}s after the kill"
+        assert victim.closed or victim.broken, "the client's session ends with the server's"
         time.sleep(0.3)
     finally:
         bystander.stop()

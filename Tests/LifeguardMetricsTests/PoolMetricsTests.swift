@@ -119,12 +119,14 @@ struct PoolMetricsTests {
             pool.transactions(7)
             pool.queries(30)
             pool.queries(0)
+            pool.staleRelease()
         }
         #expect(
             changed == [
                 "lifeguard_pool_checkouts_total{\(Self.alice)}": "2",
                 "lifeguard_pool_timeouts_total{\(Self.alice)}": "1",
                 "lifeguard_pool_leaks_suspected_total{\(Self.alice)}": "1",
+                "lifeguard_pool_stale_releases_total{\(Self.alice)}": "1",
                 "lifeguard_transactions_total{\(Self.alice)}": "7",
                 "lifeguard_queries_total{\(Self.alice)}": "30",
             ]

@@ -70,7 +70,13 @@ struct PoolHarness {
 
     mutating func request(_ id: Int) -> [PoolAction] { self.send(.leaseRequested(RequestID(id))) }
     mutating func establish(_ id: Int) -> [PoolAction] { self.send(.connectionEstablished(ConnectionID(id))) }
-    mutating func release(_ id: Int) -> [PoolAction] { self.send(.connectionReleased(ConnectionID(id))) }
+    /// Releases connection `id` under the lease it has now (found in the state machine), as its holder would.
+    mutating func release(_ id: Int) -> [PoolAction] {
+        guard case .leased(let lease)? = self.machine.connections[ConnectionID(id)] else {
+            return self.send(.connectionReleased(ConnectionID(id), lease: RequestID(-1)))
+        }
+        return self.send(.connectionReleased(ConnectionID(id), lease: lease.request))
+    }
 
     /// Requests `count` connections and establishes them: afterwards C0..C(count-1) are leased to R0..R(count-1).
     /// Needs an empty pool.

@@ -75,8 +75,8 @@ struct RandomPoolDriver {
             for id in self.connecting.sorted() where self.connecting.contains(id) {
                 try self.apply(.connectionEstablished(id))
             }
-            for id in self.leased.keys.sorted() where self.leased[id] != nil {
-                try self.apply(.connectionReleased(id))
+            for id in self.leased.keys.sorted() {
+                if let lease = self.leased[id] { try self.apply(.connectionReleased(id, lease: lease)) }
             }
             try self.advance(by: .seconds(1))
         }
@@ -92,7 +92,9 @@ struct RandomPoolDriver {
         for _ in 0..<50 where self.shutdownCompleted == 0 {
             for id in self.pinging.keys.sorted() { try self.apply(.pingSucceeded(id)) }
             for id in self.connecting.sorted() { try self.apply(.connectionEstablished(id)) }
-            for id in self.leased.keys.sorted() { try self.apply(.connectionReleased(id)) }
+            for (id, lease) in self.leased.sorted(by: { $0.key < $1.key }) {
+                try self.apply(.connectionReleased(id, lease: lease))
+            }
             try self.advance(by: .seconds(1))
         }
         try self.require(self.shutdownCompleted == 1, "shutdown completes once")
@@ -117,11 +119,18 @@ struct RandomPoolDriver {
                 try self.apply(.connectFailed(id, ConnectError(reason: reason, message: "failure \(self.eventCount)")))
             }
         case 41..<56:
-            if let id = self.pick(self.leased.keys) { try self.apply(.connectionReleased(id)) }
+            if let id = self.pick(self.leased.keys) {
+                if self.next(8) == 0 {
+                    // A stale release (a lease that ended before, or another client's): must change nothing.
+                    try self.applyStale(.connectionReleased(id, lease: self.newRequest()))
+                } else {
+                    try self.apply(.connectionReleased(id, lease: self.leased[id]!))
+                }
+            }
         case 56..<58:
             if let id = self.pick(self.open) {
                 let reason = ConnectionErrorReason.allCases[self.next(ConnectionErrorReason.allCases.count)]
-                try self.apply(.connectionBroken(id, reason))
+                try self.apply(.connectionBroken(id, lease: self.leased[id], reason))
             }
         case 58..<64:
             if let id = self.pick(self.pinging.keys) { try self.apply(.pingSucceeded(id)) }
@@ -162,7 +171,7 @@ struct RandomPoolDriver {
         var events: [PoolEvent] = [.connectionEstablished(ConnectionID(1_000_000), affinity: self.randomAffinity())]
         if let id = self.pick(idle) {
             events += [
-                .connectionReleased(id), .pingSucceeded(id), .pingFailed(id),
+                .connectionReleased(id, lease: RequestID(-1)), .pingSucceeded(id), .pingFailed(id),
                 .connectionEstablished(id, affinity: self.randomAffinity()),
             ]
         }
@@ -189,6 +198,17 @@ struct RandomPoolDriver {
 
     // MARK: Applying an event and checking
 
+    /// Feeds a release that names the wrong lease: the only action must be its observation.
+    private mutating func applyStale(_ event: PoolEvent) throws {
+        self.eventCount += 1
+        let before = self.pool.stats
+        let actions = self.pool.send(event)
+        try self.require(actions == [.observe(.staleRelease)], "a stale release did \(actions)")
+        var expected = before
+        expected.staleReleases += 1
+        try self.require(self.pool.stats == expected, "a stale release changed more than its count")
+    }
+
     private mutating func apply(_ event: PoolEvent) throws {
         self.eventCount += 1
         switch event {
@@ -197,9 +217,9 @@ struct RandomPoolDriver {
             self.open.insert(id)
         case .connectFailed(let id, _):
             self.connecting.remove(id)
-        case .connectionReleased(let id):
+        case .connectionReleased(let id, _):
             self.leased[id] = nil
-        case .connectionBroken(let id, _):
+        case .connectionBroken(let id, _, _):
             self.leased[id] = nil
             if let request = self.pinging[id] ?? nil, self.waiting[request] == nil {
                 try self.require(false, "pinged-for \(request) is not waiting")
@@ -342,6 +362,7 @@ struct RandomPoolDriver {
         recount.checkouts = stats.checkouts
         recount.timeouts = stats.timeouts
         recount.leaksSuspected = stats.leaksSuspected
+        recount.staleReleases = stats.staleReleases
         recount.connectionErrors = stats.connectionErrors
         recount.closed = stats.closed
         try self.require(recount == stats, "gauges differ from a recount: \(stats) vs \(recount)")

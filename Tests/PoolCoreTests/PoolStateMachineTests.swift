@@ -78,7 +78,7 @@ import Testing
         #expect(pool.establish(1) == [.observe(.connected(took: .zero))])
         #expect(pool.stats.idle == 2)
         #expect(
-            pool.send(.connectionBroken(C(0), .broken)) == [
+            pool.send(.connectionBroken(C(0), lease: nil, .broken)) == [
                 .observe(.connectionErrored(.broken)), .close(C(0), .error), .observe(.closed(.error)),
                 .createConnection(C(2)),
             ]
@@ -640,13 +640,27 @@ import Testing
         _ = pool.request(1)
         pool.advance(by: .seconds(2))
         #expect(
-            pool.send(.connectionBroken(C(0), .server)) == [
+            pool.send(.connectionBroken(C(0), lease: R(0), .server)) == [
                 .observe(.returned(heldFor: .seconds(2))), .observe(.connectionErrored(.server)),
                 .close(C(0), .error), .observe(.closed(.error)), .createConnection(C(1)),
             ]
         )
         #expect(pool.stats.connectionErrors[.server] == 1)
         #expect(pool.release(0) == [], "a closed connection cannot be returned")
+    }
+
+    @Test func aReleaseThatNamesAnEarlierLeaseIsIgnored() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        #expect(pool.send(.connectionReleased(C(0), lease: R(0))).contains(.observe(.returned(heldFor: .zero))))
+        #expect(pool.request(1) == [.lease(C(0), to: R(1)), .observe(.leased(waited: .zero))])
+        // The first client gives the connection back again (a bug on its side): the second client keeps it.
+        #expect(pool.send(.connectionReleased(C(0), lease: R(0))) == [.observe(.staleRelease)])
+        #expect(pool.send(.connectionBroken(C(0), lease: R(0), .broken)) == [.observe(.staleRelease)])
+        #expect(pool.stats.checkedOut == 1)
+        #expect(!pool.request(2).contains(.lease(C(0), to: R(2))), "the connection is not handed out twice")
+        #expect(pool.stats.waiting == 1)
+        #expect(pool.send(.connectionReleased(C(0), lease: R(1))).contains(.lease(C(0), to: R(2))))
     }
 
     @Test func idleTimerOfALeasedConnectionIsHarmless() throws {
@@ -667,7 +681,7 @@ import Testing
         #expect(pool.release(9) == [])
         #expect(pool.send(.pingSucceeded(C(9))) == [])
         #expect(pool.send(.pingFailed(C(9))) == [])
-        #expect(pool.send(.connectionBroken(C(9), .broken)) == [])
+        #expect(pool.send(.connectionBroken(C(9), lease: nil, .broken)) == [])
         #expect(pool.send(.connectFailed(C(9), ConnectError(reason: .connect, message: "x"))) == [])
         #expect(pool.stats == PoolStats())
     }

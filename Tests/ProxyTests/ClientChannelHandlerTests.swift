@@ -40,7 +40,9 @@ import Upstream
         )
         let channel = EmbeddedChannel(loop: self.group)
         let id = try #require(context.clients.register(channel))
-        try channel.pipeline.syncOperations.addHandler(ClientChannelHandler(context: context, clientID: id))
+        try channel.pipeline.syncOperations.addHandler(
+            ClientChannelHandler(context: context, clientID: id, allocator: channel.allocator)
+        )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5432)).wait()
         return channel
     }

@@ -5,25 +5,25 @@ import PGWire
 /// In transaction and statement mode a client gets a different server connection for each transaction, so, like
 /// PgBouncer, Lifeguard remembers what the client asked for (startup packet, then the ParameterStatus messages it
 /// receives) and sets it on each server it is given that differs.
-struct SessionParameters: Sendable, Equatable {
+public struct SessionParameters: Sendable, Equatable {
     /// Reported by PostgreSQL in ParameterStatus (`GUC_REPORT`), so a server's value is always known.
-    static let reported: Set<String> = [
+    public static let reported: Set<String> = [
         "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
         "application_name",
     ]
     /// Also applied from the startup packet, though PostgreSQL 15 does not report them.
-    static let unreported: Set<String> = ["search_path", "extra_float_digits"]
+    public static let unreported: Set<String> = ["search_path", "extra_float_digits"]
 
     /// Startup parameters that are not run-time settings.
     private static let notSettings: Set<String> = ["user", "database", "options", "replication"]
 
     /// Wanted values in the order they were first given.
-    private(set) var values: [(name: String, value: String)] = []
+    public private(set) var values: [(name: String, value: String)] = []
 
-    init() {}
+    public init() {}
 
     /// The client's startup packet: tracked parameters and `-c name=value` settings from `options`.
-    init(startup: PGStartupMessage) {
+    public init(startup: PGStartupMessage) {
         for parameter in startup.parameters where !Self.notSettings.contains(parameter.name) {
             guard !parameter.name.hasPrefix("_pq_.") else { continue }
             if Self.reported.contains(parameter.name) || Self.unreported.contains(parameter.name) {
@@ -35,7 +35,7 @@ struct SessionParameters: Sendable, Equatable {
         }
     }
 
-    subscript(name: String) -> String? {
+    public subscript(name: String) -> String? {
         get { self.values.first { $0.name == name }?.value }
         set {
             if let index = self.values.firstIndex(where: { $0.name == name }) {
@@ -47,12 +47,12 @@ struct SessionParameters: Sendable, Equatable {
     }
 
     /// The names whose wanted value differs from the server's (a parameter the server does not know is set too).
-    func differences(from server: [String: String]) -> [(name: String, value: String)] {
+    public func differences(from server: [String: String]) -> [(name: String, value: String)] {
         self.values.filter { server[$0.name] != $0.value }
     }
 
     /// `SET name TO 'value'; ...` for `changes`, as one simple query.
-    static func setStatement(_ changes: [(name: String, value: String)]) -> String {
+    public static func setStatement(_ changes: [(name: String, value: String)]) -> String {
         changes.map { "SET \(Self.identifier($0.name)) TO \(Self.literal($0.value))" }.joined(separator: "; ")
     }
 
@@ -114,7 +114,7 @@ struct SessionParameters: Sendable, Equatable {
 
     /// True when both share one storage, and so are equal. Safe because both are alive while compared: the
     /// storage cannot have been freed and reused, and shared storage is copied before it is changed.
-    func isIdentical(to other: SessionParameters) -> Bool {
+    public func isIdentical(to other: SessionParameters) -> Bool {
         self.values.withUnsafeBufferPointer { mine in
             other.values.withUnsafeBufferPointer { theirs in
                 mine.baseAddress == theirs.baseAddress && mine.count == theirs.count
@@ -122,7 +122,7 @@ struct SessionParameters: Sendable, Equatable {
         }
     }
 
-    static func == (lhs: SessionParameters, rhs: SessionParameters) -> Bool {
+    public static func == (lhs: SessionParameters, rhs: SessionParameters) -> Bool {
         lhs.values.elementsEqual(rhs.values) { $0.name == $1.name && $0.value == $1.value }
     }
 }

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Proxy
+@testable import ProxyCore
 
 struct SessionParametersTests {
     private func wanted(_ pairs: [(String, String)]) -> SessionParameters {

@@ -2,7 +2,7 @@ import NIOCore
 import PGWire
 import Testing
 
-@testable import Proxy
+@testable import ProxyCore
 
 /// The bookkeeping of named prepared statements in transaction mode, message by message.
 @Suite struct PreparedStatementsTests {

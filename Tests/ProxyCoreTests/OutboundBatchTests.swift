@@ -1,7 +1,7 @@
 import NIOCore
 import Testing
 
-@testable import Proxy
+@testable import ProxyCore
 
 struct OutboundBatchTests {
     let allocator = ByteBufferAllocator()

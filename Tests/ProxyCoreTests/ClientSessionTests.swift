@@ -1,0 +1,390 @@
+import NIOCore
+import PGWire
+import PoolCore
+import ProxyCore
+import Testing
+
+/// Every transition of the client session, action for action, without event loops.
+@Suite struct ClientSessionTests {
+    // MARK: Startup and login
+
+    @Test func transactionModeGreetsFromTheCachedParametersWithoutAServer() {
+        var harness = SessionHarness()
+        #expect(
+            harness.send { $0.startupReceived(PGStartupMessage(user: "app", database: "db"), into: &$1) }
+                == ["admit(app, db)"]
+        )
+        let login = harness.login(mode: .transaction)
+        #expect(harness.send { $0.admissionDecided(.admitted(login), into: &$1) } == ["flushClient", "activity(idle)"])
+        let messages = harness.clientMessages()
+        #expect(messages.first == .authentication(.ok))
+        #expect(messages.contains(.parameterStatus(name: "client_encoding", value: "UTF8")))
+        #expect(messages.contains(.backendKeyData(processID: 7, secretKey: 8)))
+        #expect(messages.last == .readyForQuery(.idle))
+        guard case .ready(.none) = harness.session.state else {
+            Issue.record("not ready: \(harness.session.state)")
+            return
+        }
+    }
+
+    @Test func refusalsAreFatalWithTheirSQLStateAndClose() {
+        var harness = SessionHarness()
+        #expect(
+            harness.send { $0.startupReceived(PGStartupMessage(parameters: []), into: &$1) }
+                == ["rejected(protocol)", "close"]
+        )
+        #expect(harness.clientMessages().first.flatMap(Self.sqlState) == PGSQLState.invalidAuthorizationSpecification)
+
+        for (admission, sqlState, actions) in [
+            (
+                ClientAdmission.tooManyClients(max: 3), PGSQLState.tooManyConnections,
+                ["rejected(maxClientConn)", "close"]
+            ),
+            (.noRoute(database: "x", message: "no"), PGSQLState.invalidCatalogName, ["close"]),
+            (.draining, PGSQLState.adminShutdown, ["close"]),
+        ] {
+            var harness = SessionHarness()
+            _ = harness.send { $0.startupReceived(PGStartupMessage(user: "app", database: "x"), into: &$1) }
+            #expect(harness.send { $0.admissionDecided(admission, into: &$1) } == actions)
+            #expect(harness.clientMessages().first.flatMap(Self.sqlState) == sqlState)
+            #expect(harness.session.isClosed)
+        }
+    }
+
+    @Test func sessionModeHoldsAServerFromLoginAndGreetsWithItsParameters() {
+        var harness = SessionHarness()
+        #expect(harness.start(mode: .session) == ["activity(waiting)", "requestLease(1)"])
+        #expect(harness.requested(token: 1, request: 5) == [])
+        #expect(
+            harness.grant(token: 1, request: 5, server: "a")
+                == ["cancelTarget(a)", "activity(active)", "attach(R5)", "flushClient"]
+        )
+        #expect(harness.clientMessages().last == .readyForQuery(.idle))
+        // The session ends with Terminate: the server goes back reset.
+        #expect(harness.frames([.terminate]) == ["cancelTarget(nil)", "giveBack(R5, reset(DISCARD ALL))", "close"])
+        #expect(harness.session.isClosed)
+    }
+
+    @Test func sessionModeAppliesTheClientsParametersBeforeTheGreeting() {
+        var harness = SessionHarness()
+        _ = harness.start(mode: .session)
+        _ = harness.requested(token: 1, request: 5)
+        #expect(
+            harness.grant(token: 1, request: 5, server: "a", changes: [("DateStyle", "German")])
+                == ["cancelTarget(a)", "activity(active)", "runCommand(R5, SET \"DateStyle\" TO 'German')"]
+        )
+        #expect(harness.clientMessages().first == .authentication(.ok))
+        let done = harness.send {
+            $0.serverCommandFinished(
+                .applyParameters([("DateStyle", "German")]),
+                .finished(error: nil, status: .idle, reported: [("DateStyle", "German, DMY")]),
+                into: &$1
+            )
+        }
+        #expect(done == ["attach(R5)", "flushClient"])
+        #expect(harness.clientMessages().contains(.parameterStatus(name: "DateStyle", value: "German, DMY")))
+    }
+
+    @Test func transactionModeWithoutCachedParametersBorrowsAServerOnceToLearnThem() {
+        var harness = SessionHarness()
+        #expect(harness.start(mode: .transaction, cached: false) == ["activity(waiting)", "requestLease(1)"])
+        _ = harness.requested(token: 1, request: 2)
+        #expect(
+            harness.grant(token: 1, request: 2, server: "a")
+                == ["giveBack(R2, release)", "flushClient", "activity(idle)"]
+        )
+        #expect(harness.clientMessages().last == .readyForQuery(.idle))
+    }
+
+    // MARK: Relaying in transaction mode
+
+    @Test func aTransactionLeasesRelaysAndGivesBackOnReadyForQueryIdle() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.clientMessages()
+        #expect(harness.frames([.query("SELECT 1")]) == ["activity(waiting)", "requestLease(1)"])
+        #expect(harness.requested(token: 1, request: 9) == [])
+        #expect(
+            harness.grant(token: 1, request: 9, server: "a")
+                == ["cancelTarget(a)", "activity(active)", "attach(R9)", "flushServer(R9)"]
+        )
+        #expect(Frames.frontendTypes(harness.session.takeServerOutput()) == ["Q"])
+        #expect(
+            harness.server(9, Frames.result + [Frames.ready()])
+                == ["flushClient", "cancelTarget(nil)", "activity(idle)", "giveBack(R9, release)", "count(1, 1)"]
+        )
+        #expect(harness.clientMessages() == Frames.result + [Frames.ready()])
+    }
+
+    @Test func aTransactionBlockKeepsTheServerUntilItEnds() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.frames([.query("BEGIN")])
+        _ = harness.requested(token: 1, request: 1)
+        _ = harness.grant(token: 1, request: 1, server: "a")
+        #expect(harness.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)]) == ["flushClient"])
+        #expect(harness.frames([.query("COMMIT")]) == [])
+        #expect(harness.send { $0.clientReadComplete(into: &$1) } == ["flushServer(R1)"])
+        #expect(
+            harness.server(1, [.commandComplete(tag: "COMMIT"), Frames.ready()]).suffix(2)
+                == ["giveBack(R1, release)", "count(1, 2)"]
+        )
+    }
+
+    @Test func anUnansweredRequestOrAnOpenTransactionIsNeverReleasedAsItIs() {
+        // The client leaves with a query in flight: the server still owes replies, so it is closed.
+        var busy = SessionHarness()
+        busy.start(mode: .transaction)
+        _ = busy.frames([.query("SELECT pg_sleep(10)")])
+        _ = busy.requested(token: 1, request: 1)
+        _ = busy.grant(token: 1, request: 1, server: "a")
+        #expect(
+            busy.send { $0.clientClosed(into: &$1) } == ["count(0, 1)", "cancelTarget(nil)", "giveBack(R1, discard)"]
+        )
+
+        // The client leaves inside a transaction: rolled back first.
+        var open = SessionHarness()
+        open.start(mode: .transaction)
+        _ = open.frames([.query("BEGIN")])
+        _ = open.requested(token: 1, request: 1)
+        _ = open.grant(token: 1, request: 1, server: "a")
+        _ = open.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)])
+        #expect(
+            open.frames([.terminate]) == ["count(0, 1)", "cancelTarget(nil)", "giveBack(R1, reset(ROLLBACK))", "close"]
+        )
+    }
+
+    // MARK: The two double releases, deterministically
+
+    /// A write of the last ReadyForQuery fails at once and closes the client: the I/O layer feeds `clientClosed`
+    /// only after the actions of the ReadyForQuery ran, which already gave the server back.
+    @Test func aWriteThatFailsJustAfterTheLastReadyForQueryGivesTheServerBackOnce() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.frames([.query("SELECT 1")])
+        _ = harness.requested(token: 1, request: 3)
+        _ = harness.grant(token: 1, request: 3, server: "a")
+        let relayed = harness.server(3, Frames.result + [Frames.ready()])
+        #expect(relayed.filter { $0.hasPrefix("giveBack") } == ["giveBack(R3, release)"])
+        #expect(relayed.firstIndex(of: "flushClient")! < relayed.firstIndex(of: "giveBack(R3, release)")!)
+        // The failed write's consequence, fed afterwards.
+        #expect(harness.send { $0.clientClosed(into: &$1) } == [])
+        #expect(harness.session.isClosed)
+        // Late server frames for that lease go nowhere.
+        #expect(harness.server(3, [Frames.ready()]) == [])
+    }
+
+    /// Closed while being greeted (the greeting's write failed): the server goes back once, and the session stays
+    /// closed instead of becoming ready again.
+    @Test func aClientClosedWhileBeingGreetedGivesBackOnceAndStaysClosed() {
+        var session = SessionHarness()
+        session.start(mode: .session)
+        _ = session.requested(token: 1, request: 4)
+        let greeting = session.grant(token: 1, request: 4, server: "a")
+        #expect(greeting.contains("flushClient"))
+        #expect(
+            session.send { $0.clientClosed(into: &$1) } == ["cancelTarget(nil)", "giveBack(R4, reset(DISCARD ALL))"]
+        )
+        #expect(session.frames([.query("SELECT 1")]) == [])
+        #expect(session.session.isClosed)
+
+        var borrowed = SessionHarness()
+        borrowed.start(mode: .transaction, cached: false)
+        _ = borrowed.requested(token: 1, request: 4)
+        #expect(borrowed.grant(token: 1, request: 4, server: "a").filter { $0.hasPrefix("giveBack") }.count == 1)
+        #expect(borrowed.send { $0.clientClosed(into: &$1) } == [])
+        #expect(borrowed.frames([.query("SELECT 1")]) == [])
+    }
+
+    @Test func aLeaseThatComesAfterTheClientLeftGoesStraightBack() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.frames([.query("SELECT 1")])
+        _ = harness.requested(token: 1, request: 6)
+        #expect(harness.send { $0.clientClosed(into: &$1) } == ["cancelLease(R6)"])
+        #expect(harness.grant(token: 1, request: 6, server: "a") == ["giveBack(R6, release)"])
+
+        // Left before the request was even known: cancelled when it is.
+        var early = SessionHarness()
+        early.start(mode: .transaction)
+        _ = early.frames([.query("SELECT 1")])
+        _ = early.send { $0.clientClosed(into: &$1) }
+        #expect(early.requested(token: 1, request: 8) == ["cancelLease(R8)"])
+    }
+
+    // MARK: Errors
+
+    @Test func theServersFatalReachesTheClientAsSentAndEndsTheSession() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.clientMessages()
+        _ = harness.frames([.query("SELECT pg_sleep(10)")])
+        _ = harness.requested(token: 1, request: 2)
+        _ = harness.grant(token: 1, request: 2, server: "a")
+        let fatal = PGErrorFields.error(
+            sqlState: PGSQLState.adminShutdown,
+            message: "terminating connection due to administrator command",
+            severity: .fatal
+        )
+        #expect(harness.server(2, [.errorResponse(fatal)]) == ["flushClient"])
+        #expect(harness.clientMessages() == [.errorResponse(fatal)])
+        #expect(
+            harness.send { $0.serverClosed(RequestID(2), into: &$1) }
+                == ["cancelTarget(nil)", "giveBack(R2, discard)", "activity(idle)", "count(0, 1)", "close"]
+        )
+        #expect(harness.clientMessages() == [], "nothing is added to the server's own words")
+    }
+
+    @Test func aServerThatClosesSilentlyMidQueryIs08006AndTheClientGoesOn() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.clientMessages()
+        _ = harness.frames([.query("SELECT 1")])
+        _ = harness.requested(token: 1, request: 2)
+        _ = harness.grant(token: 1, request: 2, server: "a")
+        let actions = harness.send { $0.serverClosed(RequestID(2), into: &$1) }
+        #expect(
+            actions == ["cancelTarget(nil)", "giveBack(R2, discard)", "activity(idle)", "flushClient", "count(0, 1)"]
+        )
+        let messages = harness.clientMessages()
+        #expect(messages.first.flatMap(Self.sqlState) == PGSQLState.connectionFailure)
+        #expect(messages.last == .readyForQuery(.idle))
+        #expect(!harness.session.isClosed)
+    }
+
+    @Test func aPoolTimeoutIs53300AndDropsTheRequestUpToItsSync() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.clientMessages()
+        _ = harness.frames([.parse(PGParse(statementName: "", query: "SELECT 1")), .sync])
+        _ = harness.requested(token: 1, request: 1)
+        let timeout = PoolError(code: .timeout, message: "pool_timeout")
+        #expect(
+            harness.send { $0.leaseFailed(token: 1, timeout, into: &$1) } == ["activity(idle)", "flushClient"]
+        )
+        let messages = harness.clientMessages()
+        #expect(messages.first.flatMap(Self.sqlState) == PGSQLState.tooManyConnections)
+        #expect(messages.last == .readyForQuery(.idle))
+    }
+
+    @Test func statementModeRollsBackAndRefusesATransactionBlock() {
+        var harness = SessionHarness()
+        harness.start(mode: .statement)
+        _ = harness.clientMessages()
+        _ = harness.frames([.query("BEGIN")])
+        _ = harness.requested(token: 1, request: 1)
+        _ = harness.grant(token: 1, request: 1, server: "a")
+        #expect(
+            harness.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)])
+                == ["flushClient", "runCommand(R1, ROLLBACK)"]
+        )
+        let done = harness.send {
+            $0.serverCommandFinished(
+                .refuseTransactionBlock,
+                .finished(error: nil, status: .idle, reported: []),
+                into: &$1
+            )
+        }
+        #expect(done == ["flushClient", "cancelTarget(nil)", "activity(idle)", "giveBack(R1, release)", "count(0, 1)"])
+        let messages = harness.clientMessages()
+        #expect(messages.compactMap(Self.sqlState) == [PGSQLState.featureNotSupported])
+        #expect(messages.last == .readyForQuery(.idle))
+    }
+
+    // MARK: Backpressure and drain
+
+    @Test func aClientThatStopsReadingPausesItsServerUntilItReadsAgain() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.frames([.query("SELECT repeat('x', 1000) FROM generate_series(1, 300000)")])
+        _ = harness.requested(token: 1, request: 1)
+        _ = harness.grant(token: 1, request: 1, server: "a")
+        #expect(harness.send { $0.clientWritabilityChanged(false, into: &$1) } == ["pauseServerReads(R1)"])
+        #expect(harness.send { $0.clientWritabilityChanged(false, into: &$1) } == [])
+        #expect(harness.send { $0.clientWritabilityChanged(true, into: &$1) } == ["resumeServerReads(R1)"])
+        // Still full when the next server comes: it starts paused.
+        _ = harness.server(1, Frames.result + [Frames.ready()])
+        _ = harness.send { $0.clientWritabilityChanged(false, into: &$1) }
+        _ = harness.frames([.query("SELECT 2")])
+        _ = harness.requested(token: 2, request: 2)
+        #expect(harness.grant(token: 2, request: 2, server: "b").contains("pauseServerReads(R2)"))
+    }
+
+    @Test func aFullServerOrTooMuchWaitingStopsReadingTheClient() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.frames([.query("COPY t FROM STDIN")])
+        _ = harness.requested(token: 1, request: 1)
+        _ = harness.grant(token: 1, request: 1, server: "a")
+        #expect(harness.send { $0.serverWritabilityChanged(RequestID(1), false, into: &$1) } == ["pauseClientReads"])
+        #expect(harness.send { $0.serverWritabilityChanged(RequestID(7), true, into: &$1) } == [], "another lease")
+        #expect(harness.send { $0.serverWritabilityChanged(RequestID(1), true, into: &$1) } == ["resumeClientReads"])
+
+        var waiting = SessionHarness()
+        waiting.start(mode: .transaction)
+        let big = String(repeating: "x", count: ClientSession.maxPendingBytes)
+        #expect(waiting.frames([.query("SELECT '\(big)'")]).contains("pauseClientReads"))
+        _ = waiting.requested(token: 1, request: 1)
+        #expect(waiting.grant(token: 1, request: 1, server: "a").contains("resumeClientReads"))
+    }
+
+    @Test func drainClosesIdleClientsAtOnceAndBusyOnesWhenTheirTransactionEnds() {
+        var idle = SessionHarness()
+        idle.start(mode: .transaction)
+        _ = idle.clientMessages()
+        #expect(idle.send { $0.drain(into: &$1) } == ["close"])
+        #expect(idle.clientMessages().first.flatMap(Self.sqlState) == PGSQLState.adminShutdown)
+
+        var busy = SessionHarness()
+        busy.start(mode: .transaction)
+        _ = busy.frames([.query("SELECT 1")])
+        _ = busy.requested(token: 1, request: 1)
+        _ = busy.grant(token: 1, request: 1, server: "a")
+        #expect(busy.send { $0.drain(into: &$1) } == [])
+        #expect(busy.server(1, Frames.result + [Frames.ready()]).suffix(2) == ["count(1, 1)", "close"])
+    }
+
+    static func sqlState(_ message: PGBackendMessage) -> String? {
+        if case .errorResponse(let fields) = message { return fields.sqlState }
+        return nil
+    }
+}
+
+@Suite struct ReturnPlanTests {
+    @Test func aConnectionThatOwesRepliesOrSaidFatalIsClosed() {
+        var ledger = ServerLedger()
+        ledger.sent(PGFrontendMessageType.query)
+        #expect(ReturnPlan(ledger: ledger, mode: .transaction, resetQuery: nil, preparedStatements: 0) == .discard)
+        ledger.readyForQuery(.idle)
+        #expect(ReturnPlan(ledger: ledger, mode: .transaction, resetQuery: nil, preparedStatements: 0) == .release)
+        ledger.sent(PGFrontendMessageType.parse)
+        #expect(!ledger.isSettled, "an extended request without its Sync still owes replies")
+        ledger.sent(PGFrontendMessageType.sync)
+        ledger.readyForQuery(.idle)
+        ledger.copyStarted()
+        #expect(
+            ReturnPlan(ledger: ledger, mode: .session, resetQuery: "DISCARD ALL", preparedStatements: 0) == .discard
+        )
+        var fatal = ServerLedger()
+        fatal.fatalReceived()
+        #expect(ReturnPlan(ledger: fatal, mode: .transaction, resetQuery: nil, preparedStatements: 0) == .discard)
+    }
+
+    @Test func cleanUpBeforeRelease() {
+        var inTransaction = ServerLedger()
+        inTransaction.sent(PGFrontendMessageType.query)
+        inTransaction.readyForQuery(.inTransaction)
+        #expect(
+            ReturnPlan(ledger: inTransaction, mode: .session, resetQuery: "DISCARD ALL", preparedStatements: 0)
+                == .reset(["ROLLBACK", "DISCARD ALL"])
+        )
+        #expect(
+            ReturnPlan(ledger: ServerLedger(), mode: .session, resetQuery: "", preparedStatements: 0) == .release
+        )
+        let many = ReturnPlan.maxPreparedStatements + 1
+        let plan = ReturnPlan(ledger: ServerLedger(), mode: .transaction, resetQuery: nil, preparedStatements: many)
+        #expect(plan == .reset(["DEALLOCATE ALL"]))
+        #expect(plan.clearsPreparedStatements)
+        #expect(!ReturnPlan.reset(["ROLLBACK"]).clearsPreparedStatements)
+    }
+}
