@@ -54,6 +54,8 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private var activity: ClientConnectionState?
     private var cancelTarget: CancelTarget?
     private var readsPaused = false
+    /// Sends handed to a server connection on another event loop and not yet written: no read meanwhile.
+    private var sendsInFlight = 0
     private var readPending = false
     private var closing = false
     /// In the registry until the connection closes.
@@ -138,11 +140,17 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     /// Reads from the client wait while the session holds them back (its server connection is full, or too much
     /// waits for one).
     func read(context: ChannelHandlerContext) {
-        if self.readsPaused {
+        if self.readsPaused || self.sendsInFlight > 0 {
             self.readPending = true
         } else {
             context.read()
         }
+    }
+
+    private func readIfAllowed() {
+        guard self.readPending, !self.readsPaused, self.sendsInFlight == 0, let context = self.context else { return }
+        self.readPending = false
+        context.read()
     }
 
     // MARK: Feeding the session
@@ -233,7 +241,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         case .flushClient:
             self.flushClient()
         case .flushServer(let lease):
-            Self.server(lease).send(self.session.takeServerOutput())
+            self.sendToServer(lease)
         case .admit(let user, let database):
             self.enqueue(.admission(self.admit(user: user, database: database)))
         case .rejected(let reason):
@@ -279,10 +287,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
             self.readsPaused = true
         case .resumeClientReads:
             self.readsPaused = false
-            if self.readPending, let context = self.context {
-                self.readPending = false
-                context.read()
-            }
+            self.readIfAllowed()
         case .close:
             self.closeAfterFlush()
         }
@@ -373,6 +378,22 @@ final class ClientChannelHandler: ChannelDuplexHandler {
 
     private func serverFrames(_ request: RequestID, _ frames: [PGFrame]) {
         self.enqueue(.serverFrames(request, frames))
+    }
+
+    private func sendToServer(_ lease: ServerLease) {
+        let server = Self.server(lease)
+        let output = self.session.takeServerOutput()
+        if server.eventLoop.inEventLoop {
+            server.write(output)
+            return
+        }
+        guard let eventLoop = self.context?.eventLoop else { return }
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        self.sendsInFlight += 1
+        server.send(output, from: eventLoop) {
+            handler.value.sendsInFlight -= 1
+            handler.value.readIfAllowed()
+        }
     }
 
     private func runCommand(_ purpose: ServerCommandPurpose, on lease: ServerLease) {

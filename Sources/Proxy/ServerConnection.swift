@@ -126,17 +126,18 @@ final class ServerConnection: PooledConnection {
         self.preparedStatements.withLock { $0.removeAll() }
     }
 
-    /// Writes client messages unchanged and flushes once.
-    func send(_ messages: [ByteBuffer]) {
-        let channel = self.channel
-        if channel.eventLoop.inEventLoop {
-            for message in messages { channel.write(message, promise: nil) }
-            channel.flush()
-        } else {
-            channel.eventLoop.execute {
-                for message in messages { channel.write(message, promise: nil) }
-                channel.flush()
-            }
+    /// Writes client messages unchanged and flushes once; on the connection's own event loop.
+    func write(_ messages: [ByteBuffer]) {
+        for message in messages { self.channel.write(message, promise: nil) }
+        self.channel.flush()
+    }
+
+    /// ``write(_:)`` from another event loop: `written` runs on `caller` once the messages are written (the caller
+    /// reads no more from its client until then, so that its sends cannot pile up in this loop's task queue).
+    func send(_ messages: [ByteBuffer], from caller: any EventLoop, written: @escaping @Sendable () -> Void) {
+        self.eventLoop.execute {
+            self.write(messages)
+            caller.execute(written)
         }
     }
 
@@ -226,6 +227,8 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     /// Backpressure: the owner's client is full, so the server is not read (the kernel's buffers then fill and
     /// PostgreSQL waits). Lifted when the owner detaches.
     private var readsPaused = false
+    /// Batches handed to an owner on another event loop and not yet taken: no read while one is on its way.
+    private var batchesInFlight = 0
     private var readPending = false
 
     init(
@@ -251,7 +254,7 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.readsPaused {
+        if self.readsPaused || self.batchesInFlight > 0 {
             self.readPending = true
         } else {
             context.read()
@@ -277,10 +280,14 @@ final class ServerChannelHandler: ChannelDuplexHandler {
 
     private func setReadsPaused(_ paused: Bool) {
         self.readsPaused = paused
-        if !paused && self.readPending, let context = self.context {
-            self.readPending = false
-            context.read()
-        }
+        self.readIfAllowed()
+    }
+
+    /// Makes the read that was withheld, once nothing holds it back any more.
+    private func readIfAllowed() {
+        guard self.readPending, !self.readsPaused, self.batchesInFlight == 0, let context = self.context else { return }
+        self.readPending = false
+        context.read()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -506,11 +513,23 @@ final class ServerChannelHandler: ChannelDuplexHandler {
             // Unique again once the owner returned: the next read reuses the storage.
             batch.removeAll(keepingCapacity: true)
             if self.batch.isEmpty { self.batch = batch }
-        } else {
+        } else if let context = self.context {
+            // Another loop: nothing more is read until the owner has taken this batch. Without that credit the
+            // reads run ahead of a slower client loop and its task queue grows without bound.
             let batch = self.batch
             self.batch = []
-            owner.eventLoop.execute { owner.receive(batch) }
+            self.batchesInFlight += 1
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            owner.eventLoop.execute {
+                owner.receive(batch)
+                handler.eventLoop.execute { handler.value.batchTaken() }
+            }
         }
+    }
+
+    private func batchTaken() {
+        self.batchesInFlight -= 1
+        self.readIfAllowed()
     }
 
     static func transactionStatus(_ frame: PGFrame) -> PGTransactionStatus? {

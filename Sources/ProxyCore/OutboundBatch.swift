@@ -7,6 +7,8 @@ import NIOCore
 /// are, in order, without copying.
 struct OutboundBatch {
     static let copyLimit = 8 * 1024
+    /// Small messages are copied into buffers of about this size.
+    static let chunkSize = 16 * 1024
 
     private(set) var buffers: [ByteBuffer] = []
     /// Where small messages are copied; the last element to be written.
@@ -37,6 +39,12 @@ struct OutboundBatch {
     }
 
     private mutating func withCurrent(allocator: ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
+        if let current = self.current, current.readableBytes >= Self.chunkSize {
+            // A large reply goes out in chunks: buffers that never outgrow this stay below malloc's mmap threshold
+            // and are reused as they are freed, instead of one buffer doubling to hundreds of KB per read.
+            self.closeCurrent()
+            self.current = allocator.buffer(capacity: Self.chunkSize + Self.copyLimit)
+        }
         if self.current == nil { self.current = allocator.buffer(capacity: 1024) }
         body(&self.current!)
     }

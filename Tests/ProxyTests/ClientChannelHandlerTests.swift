@@ -3,6 +3,7 @@ import LifeguardMetrics
 import Logging
 import NIOCore
 import NIOEmbedded
+import NIOPosix
 import PGWire
 import PoolCore
 import Testing
@@ -15,7 +16,12 @@ import Upstream
     let metrics = LifeguardMetrics(version: "test")
     let group = EmbeddedEventLoop()
 
-    func makeChannel(_ configure: (inout LifeguardConfiguration) -> Void = { _ in }) throws -> EmbeddedChannel {
+    /// - Parameter poolGroup: where the pools open server connections (an EmbeddedEventLoop cannot connect).
+    func makeChannel(
+        counter: ReadCounter? = nil,
+        poolGroup: (any EventLoopGroup)? = nil,
+        _ configure: (inout LifeguardConfiguration) -> Void = { _ in }
+    ) throws -> EmbeddedChannel {
         var configuration = LifeguardConfiguration.defaults
         configuration.upstream = nil
         configuration.databases = [
@@ -35,10 +41,11 @@ import Upstream
             userList: PGUserList(secrets: [:]),
             metrics: self.metrics,
             logger: Logger(label: "test"),
-            group: self.group,
+            group: poolGroup ?? self.group,
             makeObserver: { _, _ in NoOpPoolObserver() }
         )
         let channel = EmbeddedChannel(loop: self.group)
+        if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
         let id = try #require(context.clients.register(channel))
         try channel.pipeline.syncOperations.addHandler(
             ClientChannelHandler(context: context, clientID: id, allocator: channel.allocator)
@@ -125,6 +132,42 @@ import Upstream
         try first.writeInbound(self.startup([("user", "app"), ("database", "app")]))
         #expect(self.fatal(try self.replies(first))?.sqlState == PGSQLState.tooManyConnections)
         #expect(self.metrics.render().contains("lifeguard_client_rejected_total{reason=\"max_client_conn\"} 1"))
+    }
+
+    @Test func aClientThatSendsMoreThanCanWaitForAServerIsNotReadUntilItGetsOne() throws {
+        // The upstream (port 1) never answers: the client waits for a server connection while it sends.
+        let counter = ReadCounter()
+        // Never shut down: the pool keeps retrying its connect after the test.
+        let channel = try self.makeChannel(counter: counter, poolGroup: MultiThreadedEventLoopGroup.singleton) {
+            $0.databases[0].poolTimeout = .seconds(30)
+        }
+        try channel.writeInbound(self.startup([("user", "app"), ("database", "app")]))
+        var query = ByteBuffer()
+        PGFrontendMessage.query("SELECT '\(String(repeating: "x", count: 16 * 1024))'").encode(into: &query)
+        for _ in 0..<3 { try channel.writeInbound(query) }
+        channel.read()
+        let reading = counter.reads
+        #expect(reading > 0)
+        // Past 64 KiB waiting, reads stop reaching the socket.
+        for _ in 0..<2 { try channel.writeInbound(query) }
+        channel.read()
+        channel.read()
+        #expect(counter.reads == reading)
+        try channel.close().wait()
+    }
+
+    @Test func aClosedClientLeavesNothingBehind() throws {
+        weak var handler: ClientChannelHandler?
+        do {
+            let channel = try self.makeChannel()
+            handler = try channel.pipeline.syncOperations.handler(type: ClientChannelHandler.self)
+            // Refused and closed by Lifeguard, which leaves the most behind if anything does.
+            try channel.writeInbound(self.startup([("user", "app"), ("database", "nope")]))
+            _ = try? channel.finish()
+            // NIO removes the handlers of a closed channel in a task of its own.
+            self.group.run()
+        }
+        #expect(handler == nil, "the handler outlived its channel (a reference cycle)")
     }
 
     @Test func aMessageThatIsNotAPasswordDuringAuthenticationIs08P01() throws {
