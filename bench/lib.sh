@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
 BENCH_DIR="$LIFEGUARD_ROOT/bench"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
 
-# The pooler settings both poolers get (issue 5: the same settings on both sides).
+# The pooler settings both poolers get (the same settings on both sides).
 POOL_SIZE="${POOL_SIZE:-20}"
 MAX_CLIENT_CONN="${MAX_CLIENT_CONN:-5000}"
 PG_MAX_CONNECTIONS="${PG_MAX_CONNECTIONS:-300}"

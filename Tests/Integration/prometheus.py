@@ -1,5 +1,5 @@
 """A throwaway Prometheus (Debian's /usr/bin/prometheus) for the end-to-end test of alerts/ and dashboards/
-(issue 4, point 3), and the PromQL those ship.
+and the PromQL those ship.
 
 `PrometheusServer(workdir, scrape_targets)` writes a config that scrapes the targets as job `lifeguard` every second,
 evaluates the repository's rule files every second, listens on 127.0.0.1 only and keeps its TSDB in workdir; its

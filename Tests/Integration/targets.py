@@ -1,4 +1,4 @@
-"""The pooler under test for the proxy suites (issue 3): Lifeguard, started with the flags and file of each test.
+"""The pooler under test for the proxy suites: Lifeguard, started with the flags and file of each test.
 
 `PoolerFactory(...)(mode=..., pool_size=..., ...)` starts one and returns a `Target`: where clients connect, its
 metrics, its process. Its server connections are found in `pg_stat_activity` by role: a test that counts them

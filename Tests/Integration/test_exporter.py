@@ -1,5 +1,5 @@
 """`lifeguard run` in front of a real PostgreSQL: /metrics serves the whole catalogue of DESIGN.md at start-up,
-promtool accepts it, and /healthz, /readyz and the HTTP error codes behave (issue 2, "Done when")."""
+promtool accepts it, and /healthz, /readyz and the HTTP error codes behave."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The monitoring bundle against a real Prometheus (issue 4, point 3): Debian's `prometheus` scrapes a real
+"""The monitoring bundle against a real Prometheus: Debian's `prometheus` scrapes a real
 `lifeguard run` in front of the real PostgreSQL every second and evaluates alerts/*.yml every second.
 
 - Every PromQL expression of dashboards/ (`check_dashboards.py --list-exprs`) and of alerts/ (each rule's `expr`,

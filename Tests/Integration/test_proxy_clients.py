@@ -1,6 +1,6 @@
 """Real clients through Lifeguard in every pool mode that allows them: psql, pgbench, psycopg 3, asyncpg and the
 PostgreSQL JDBC driver. Each client runs the same workload directly against PostgreSQL and through Lifeguard, and
-the results must be equal (issue 3, "Done when", first point)."""
+the results must be equal."""
 
 from __future__ import annotations
 

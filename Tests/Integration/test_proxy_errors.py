@@ -1,4 +1,4 @@
-"""Errors a user can act on (issue 3, point 3), each with its SQLSTATE, and in each case another client keeps
+"""Errors a user can act on, each with its SQLSTATE, and in each case another client keeps
 working through the same Lifeguard: pool timeout (53300, naming the pool and the setting; in transaction mode the
 client stays usable), max_client_conn (53300 at startup), unknown database (3D000), bad password (28P01, md5 and
 scram-sha-256), upstream unreachable (08006 with the upstream's message), a server connection terminated mid-query

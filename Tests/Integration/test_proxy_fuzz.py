@@ -1,4 +1,4 @@
-"""A randomized protocol test (issue 3, "Done when"): many raw-socket clients at once send malformed, truncated and
+"""A randomized protocol test: many raw-socket clients at once send malformed, truncated and
 out-of-place messages while well-behaved psycopg clients keep running transactions through the same pool.
 Lifeguard never crashes, keeps answering /healthz, every good client succeeds, and no server connection is left
 in a transaction.

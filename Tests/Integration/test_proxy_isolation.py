@@ -1,4 +1,4 @@
-"""Session state never leaks from one client to the next (issue 3, "Done when", isolation): session settings, temp
+"""Session state never leaks from one client to the next: session settings, temp
 tables, prepared statements, advisory locks and LISTEN of a session-mode client are gone when the next client gets
 the same server connection; a client that dies mid-transaction or mid-COPY leaves no open transaction on any
 server connection (checked in pg_stat_activity from a direct connection)."""

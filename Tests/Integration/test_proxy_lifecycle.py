@@ -1,4 +1,4 @@
-"""Graceful lifecycle (issue 3, point 5): SIGTERM stops accepting, lets the transaction in flight finish (its
+"""Graceful lifecycle: SIGTERM stops accepting, lets the transaction in flight finish (its
 COMMIT succeeds) and exits 0; past --drain-timeout it closes anyway, rolled back, still exit 0. SIGHUP reloads
 pool sizes without dropping clients; a broken file keeps the old configuration and sets
 lifeguard_config_last_reload_successful to 0."""

@@ -1,4 +1,4 @@
-"""Scale and cancellation through Lifeguard (issue 3, "Done when"): 500 concurrent clients over pool_size 10 and
+"""Scale and cancellation through Lifeguard: 500 concurrent clients over pool_size 10 and
 max_overflow 5 never make more than 15 server connections, all their queries complete, and every checkout is a
 wait sample; a client cancelling its own `pg_sleep(10)` gets 57014 within a second."""
 

@@ -1,4 +1,4 @@
-"""Every metric of the catalogue moves with real traffic through Lifeguard (issue 3, point 4): checked-out up to
+"""Every metric of the catalogue moves with real traffic through Lifeguard: checked-out up to
 the pool size under load, clients waiting when they outnumber it, the wait and use histograms, transactions and
 queries, client connections by state, and after the failure cases the timeouts, connection errors, closes and
 rejections by reason."""

@@ -1,5 +1,5 @@
 """A password given in the upstream DSN, in any form and from any source, never appears in what lifeguard prints
-or serves: check-config's output, run's logs, /metrics, /readyz (issue 2, "Done when")."""
+or serves: check-config's output, run's logs, /metrics, /readyz."""
 
 from __future__ import annotations
 
