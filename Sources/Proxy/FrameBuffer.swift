@@ -9,12 +9,16 @@ struct FrameBuffer {
     private var buffer: ByteBuffer? = nil
 
     mutating func append(_ bytes: ByteBuffer) {
-        if var existing = self.buffer, existing.readableBytes > 0 {
-            existing.writeImmutableBuffer(bytes)
-            self.buffer = existing
-        } else {
+        guard var existing = self.buffer, existing.readableBytes > 0 else {
             self.buffer = bytes
+            return
         }
+        self.buffer = nil
+        // Only the unfinished message is kept: what was consumed goes before more is added. Without this a long
+        // stream of messages that straddle reads (a large result, a COPY) grew one buffer by every read, to tens of MB.
+        existing.discardReadBytes()
+        existing.writeImmutableBuffer(bytes)
+        self.buffer = existing
     }
 
     /// The next typed frame, `nil` when more bytes are needed.
@@ -41,4 +45,7 @@ struct FrameBuffer {
 
     /// Bytes received but not yet part of a complete message.
     var pendingBytes: Int { self.buffer?.readableBytes ?? 0 }
+
+    /// The capacity of the storage kept for them.
+    var keptCapacity: Int { self.buffer?.capacity ?? 0 }
 }
