@@ -80,29 +80,36 @@ final class ClientChannelHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.frames.append(self.unwrapInboundIn(data))
-        self.running = true
-        do {
-            while !self.session.isClosed {
+        while !self.session.isClosed {
+            self.running = true
+            do {
                 if case .startup = self.session.state {
-                    guard let packet = try self.frames.nextStartupPacket(self.startupDecoder) else { break }
+                    guard let packet = try self.frames.nextStartupPacket(self.startupDecoder) else {
+                        self.running = false
+                        break
+                    }
                     switch packet {
                     case .sslRequest, .gssEncryptionRequest: self.session.encryptionRequested(into: &self.actions)
                     case .cancelRequest(let key): self.session.cancelRequested(key, into: &self.actions)
                     case .startup(let message): self.session.startupReceived(message, into: &self.actions)
                     }
                 } else {
-                    guard let frame = try self.frames.nextFrame(self.frameDecoder) else { break }
+                    guard let frame = try self.frames.nextFrame(self.frameDecoder) else {
+                        self.running = false
+                        break
+                    }
                     self.session.frameReceived(frame, into: &self.actions)
                 }
-                // Admission and the actions of each message run before the next message is framed.
-                self.runActions()
+            } catch {
+                self.session.protocolViolated(sqlState: error.sqlState, message: error.description, into: &self.actions)
+                self.proxy.logger.debug("client protocol violation", metadata: ["error": "\(error.description)"])
             }
-        } catch {
-            self.session.protocolViolated(sqlState: error.sqlState, message: error.description, into: &self.actions)
-            self.proxy.logger.debug("client protocol violation", metadata: ["error": "\(error.description)"])
+            self.runActions()
+            self.running = false
+            // What the message caused (its admission, a lease granted at once) is settled before the next message
+            // is framed: a query pipelined behind the StartupMessage is read as a query, not as another packet.
+            self.drainQueue()
         }
-        self.runActions()
-        self.running = false
         self.drainQueue()
     }
 

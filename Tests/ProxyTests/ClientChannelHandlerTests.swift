@@ -156,6 +156,17 @@ import Upstream
         try channel.close().wait()
     }
 
+    @Test func aQueryPipelinedBehindTheStartupMessageIsReadAsAQuery() throws {
+        let channel = try self.makeChannel(poolGroup: MultiThreadedEventLoopGroup.singleton)
+        var bytes = self.startup([("user", "app"), ("database", "app")])
+        PGFrontendMessage.query("SELECT 1").encode(into: &bytes)
+        try channel.writeInbound(bytes)
+        // Waiting for a server connection (the upstream never answers), not refused as a bad startup packet.
+        #expect(self.fatal(try self.replies(channel)) == nil)
+        #expect(channel.isActive)
+        try channel.close().wait()
+    }
+
     @Test func aClosedClientLeavesNothingBehind() throws {
         weak var handler: ClientChannelHandler?
         do {
