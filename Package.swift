@@ -104,6 +104,8 @@ let package = Package(
 
         // The throwaway PostgreSQL 15 cluster the integration tests share.
         .target(name: "PostgresTestSupport", path: "Tests/PostgresTestSupport"),
+        // A manual clock for pools, shared by the tests that drive a live pool's timers.
+        .target(name: "ConnectionPoolTestSupport", path: "Tests/ConnectionPoolTestSupport"),
 
         .testTarget(
             name: "PGWireTests",
@@ -133,7 +135,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"]),
-        .testTarget(name: "ConnectionPoolTests", dependencies: ["ConnectionPool", "PoolCore"]),
+        .testTarget(
+            name: "ConnectionPoolTests",
+            dependencies: ["ConnectionPool", "PoolCore", "ConnectionPoolTestSupport"]
+        ),
         .testTarget(name: "LifeguardMetricsTests", dependencies: ["LifeguardMetrics"]),
         .testTarget(name: "ExporterTests", dependencies: ["Exporter", "LifeguardMetrics"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "PostgresTestSupport"]),
@@ -141,7 +146,7 @@ let package = Package(
         .testTarget(name: "LifeguardConfigTests", dependencies: ["LifeguardConfig", "Upstream"]),
         .testTarget(
             name: "LifeguardTests",
-            dependencies: ["Lifeguard", "ConnectionPool", "LifeguardMetrics", "PoolCore"]
+            dependencies: ["Lifeguard", "ConnectionPool", "LifeguardMetrics", "PoolCore", "ConnectionPoolTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

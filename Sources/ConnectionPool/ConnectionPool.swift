@@ -13,32 +13,46 @@ public struct PoolLease<Connection: Sendable>: Sendable {
     }
 }
 
-/// The live pool of one (database, user): runs PoolCore's ``PoolStateMachine`` with the real clock, the connection
-/// factory and one Swift concurrency timer task.
+/// The live pool of one (database, user): runs PoolCore's ``PoolStateMachine`` with a clock, the connection factory
+/// and one timer.
 ///
-/// Every call locks, feeds one event stamped with `ContinuousClock.now`, unlocks, and only then runs the actions
+/// Every call locks, feeds one event stamped with the clock's `now`, unlocks, and only then runs the actions
 /// (opening connections, handing them out, closing, pinging) and calls the observer.
+///
+/// ``run()`` owns all background work: connects, pings and the timer run as child tasks of its task group. Work
+/// asked for before it runs waits for it; once shutdown has completed, or when its task is cancelled, it returns and
+/// nothing of the pool is left running.
 ///
 /// Timers are lazy: the state machine asks for one per lease or idle connection (`leak_threshold`, `idle_timeout`,
 /// `pool_timeout`) and cancels most of them milliseconds later, so scheduling and cancelling only edit a table, and
-/// a single task sleeps until the earliest deadline. It is restarted only when a new deadline comes before the one
+/// a single task sleeps until the earliest deadline. It is replaced only when a new deadline comes before the one
 /// it sleeps for; when it wakes, it fires what is due and sleeps again until the next deadline.
+///
+/// The clock is a generic parameter rather than an existential so that the proxy's specialization reads
+/// `ContinuousClock.now` directly; tests pass a manual clock.
 ///
 /// The methods are `@inlinable` so that the proxy's module compiles them for its own factory: left generic, every
 /// checkout looked up the run-time metadata of `State`, `Work` and their dictionaries about twenty times, an eighth of
 /// the instructions spent per relayed transaction (callgrind, bench/README.md).
-public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
+public final class ConnectionPool<Factory: ConnectionFactory, Clock: _Concurrency.Clock>: Sendable
+where Clock.Instant == ContinuousClock.Instant {
     public typealias Connection = Factory.Connection
     /// Receives the result of a request, exactly once.
     public typealias LeaseCompletion = @Sendable (Result<Connection, PoolError>) -> Void
 
     public let key: PoolKey
     @usableFromInline let factory: Factory
+    @usableFromInline let clock: Clock
     @usableFromInline let observer: any PoolObserver
     @usableFromInline let state: Mutex<State>
     /// Keeps stats deliveries in order (see ``PoolObserver``).
     @usableFromInline let delivery = Mutex(StatsDelivery())
     @usableFromInline let nextRequestID = Atomic<Int>(0)
+    /// What ``run()`` starts, buffered until it runs; finished when shutdown completes.
+    @usableFromInline let background: AsyncStream<Background>
+    @usableFromInline let backgroundInput: AsyncStream<Background>.Continuation
+    /// An `AsyncStream` has one consumer.
+    @usableFromInline let runStarted = Atomic<Bool>(false)
 
     @usableFromInline
     struct State {
@@ -47,11 +61,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         @usableFromInline var requests: [RequestID: LeaseCompletion] = [:]
         /// Timers asked for and not yet fired or cancelled.
         @usableFromInline var timers: [PoolTimer.ID: PoolTimer] = [:]
-        /// The deadline the timer task sleeps until; nil when no task sleeps.
+        /// The deadline the timer task sleeps until; nil when no timer task sleeps.
         @usableFromInline var wakeAt: ContinuousClock.Instant?
         /// Tells the current timer task from replaced ones (a replaced task may still wake up).
         @usableFromInline var timerGeneration: UInt64 = 0
-        @usableFromInline var timerTask: Task<Void, Never>?
+        /// Resumed to end the current timer task's sleep early, when it is replaced (a child of ``run()`` cannot be
+        /// cancelled on its own).
+        @usableFromInline var timerStop: CheckedContinuation<Void, Never>?
         @usableFromInline var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         @usableFromInline var version: UInt64 = 0
         /// The state machine's output, reused from event to event.
@@ -64,35 +80,93 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         @usableFromInline var stats = PoolStats()
     }
 
+    /// Work that outlives the event that asked for it: a child task of ``run()``.
+    @usableFromInline
+    enum Background: Sendable {
+        case connect(ConnectionID)
+        case ping(Connection)
+        case timer(until: ContinuousClock.Instant, generation: UInt64)
+    }
+
     /// What to do once the lock is released.
     @usableFromInline
     enum Work {
-        case create(ConnectionID)
+        case background(Background)
         case lease(Connection, LeaseCompletion)
         case fail(LeaseCompletion, PoolError)
-        case ping(Connection)
         case close(Connection)
-        case sleep(until: ContinuousClock.Instant, generation: UInt64)
-        case cancel(Task<Void, Never>)
+        case stopTimer(CheckedContinuation<Void, Never>)
         case observe(PoolObservation)
         case finished([CheckedContinuation<Void, Never>])
     }
 
     /// - Parameters:
+    ///   - clock: stamps events and runs the timers; its instants are `ContinuousClock`'s, which the state machine
+    ///     takes.
     ///   - observer: receives observations and stats, outside the pool's lock; must not call back into the pool.
     ///   - jitterSeed: seeds the connect backoff jitter.
     public init(
         key: PoolKey,
         configuration: PoolConfiguration,
         factory: Factory,
+        clock: Clock,
         observer: any PoolObserver = NoOpPoolObserver(),
         jitterSeed: UInt64 = .random(in: 0...UInt64.max)
     ) {
         self.key = key
         self.factory = factory
+        self.clock = clock
         self.observer = observer
         let machine = PoolStateMachine(key: key, configuration: configuration, jitterSeed: jitterSeed)
         self.state = Mutex(State(machine: machine))
+        (self.background, self.backgroundInput) = AsyncStream.makeStream()
+    }
+
+    /// A pool on the real clock.
+    public convenience init(
+        key: PoolKey,
+        configuration: PoolConfiguration,
+        factory: Factory,
+        observer: any PoolObserver = NoOpPoolObserver(),
+        jitterSeed: UInt64 = .random(in: 0...UInt64.max)
+    ) where Clock == ContinuousClock {
+        self.init(
+            key: key,
+            configuration: configuration,
+            factory: factory,
+            clock: ContinuousClock(),
+            observer: observer,
+            jitterSeed: jitterSeed
+        )
+    }
+
+    /// Runs the pool's connects, pings and timer; returns once shutdown has completed and the last of them has
+    /// finished. Cancelled, it shuts the pool down at once (waiters fail, idle and leased connections close) and
+    /// returns when nothing is left running. Call it once, for example in a service's task group; until it runs, the
+    /// pool opens no connection and no timer fires.
+    @inlinable
+    public func run() async {
+        let (first, _) = self.runStarted.compareExchange(expected: false, desired: true, ordering: .relaxed)
+        precondition(first, "ConnectionPool.run() must be called once")
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                // Once cancelled, the stream still hands out what it buffered, so that every connect asked for
+                // settles and shutdown can complete.
+                for await work in self.background {
+                    switch work {
+                    case .connect(let id):
+                        group.addTask { await self.connect(id) }
+                    case .ping(let connection):
+                        group.addTask { await self.ping(connection) }
+                    case .timer(let deadline, let generation):
+                        group.addTask { await self.runTimer(until: deadline, generation: generation) }
+                    }
+                }
+            }
+        } onCancel: {
+            self.handle(.shutdown)
+            self.handle(.closeLeased)
+        }
     }
 
     /// Current gauges and counters.
@@ -177,19 +251,17 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     }
 
     /// Stops handing out connections and fails the waiters, closes idle connections, waits up to `drainTimeout`
-    /// for leased ones to come back, then closes those too. Returns when no connection is left (connects still
-    /// in flight are closed when they finish).
+    /// (on the pool's clock) for leased ones to come back, then closes those too; cancelling the calling task ends
+    /// the wait at once. Returns when no connection is left (connects still in flight are closed when they finish).
     @inlinable
     public func shutdown(drainTimeout: Duration) async {
         self.handle(.shutdown)
+        let deadline = self.clock.now.advanced(by: drainTimeout)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitUntilShutDown() }
             group.addTask {
-                do {
-                    try await Task.sleep(for: drainTimeout)
-                } catch {
-                    return
-                }
+                // Woken early when shutdown completed first; closing leases is then a no-op.
+                try? await self.clock.sleep(until: deadline, tolerance: nil)
                 self.handle(.closeLeased)
             }
             await group.next()
@@ -231,7 +303,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
             prepare(&state)
             var actions: [PoolAction] = []
             swap(&actions, &state.actions)
-            state.machine.handle(event, now: .now, into: &actions)
+            state.machine.handle(event, now: self.clock.now, into: &actions)
             var work: [Work] = []
             work.reserveCapacity(actions.count)
             for action in actions {
@@ -252,14 +324,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     static func resolve(_ action: PoolAction, in state: inout State, into work: inout [Work]) {
         switch action {
         case .createConnection(let id):
-            work.append(.create(id))
+            work.append(.background(.connect(id)))
         case .lease(let id, let request):
             guard let connection = state.connections[id], let completion = state.requests.removeValue(forKey: request)
             else { preconditionFailure("lease of unknown \(id) or \(request)") }
             work.append(.lease(connection, completion))
         case .ping(let id, _):
             guard let connection = state.connections[id] else { preconditionFailure("ping of unknown \(id)") }
-            work.append(.ping(connection))
+            work.append(.background(.ping(connection)))
         case .close(let id, _):
             if let connection = state.connections.removeValue(forKey: id) { work.append(.close(connection)) }
         case .failRequest(let request, let error):
@@ -268,7 +340,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
             guard !state.machine.isShutDown else { return }
             state.timers[timer.id] = timer
             if state.wakeAt.map({ timer.deadline < $0 }) ?? true {
-                Self.restartTimerTask(until: timer.deadline, in: &state, into: &work)
+                Self.restartTimer(until: timer.deadline, in: &state, into: &work)
             }
         case .cancelTimer(let id):
             // The task may wake for nothing; it then sleeps until the next deadline.
@@ -276,10 +348,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
         case .observe(let observation):
             work.append(.observe(observation))
         case .shutdownComplete:
-            if let task = state.timerTask { work.append(.cancel(task)) }
+            if let stop = state.timerStop { work.append(.stopTimer(stop)) }
             state.timers = [:]
             state.wakeAt = nil
-            state.timerTask = nil
+            state.timerStop = nil
             state.timerGeneration += 1
             work.append(.finished(state.shutdownWaiters))
             state.shutdownWaiters = []
@@ -289,81 +361,126 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
     @inlinable
     func run(_ work: Work) {
         switch work {
-        case .create(let id):
-            Task {
-                do throws(ConnectError) {
-                    let connection = try await self.factory.makeConnection(id: id, for: self.key)
-                    precondition(connection.id == id, "the factory must use the id it was given")
-                    self.handle(.connectionEstablished(id, affinity: connection.affinity)) {
-                        $0.connections[id] = connection
-                    }
-                } catch {
-                    self.handle(.connectFailed(id, error))
-                }
-            }
+        case .background(let background):
+            if case .terminated = self.backgroundInput.yield(background) { self.settle(background) }
         case .lease(let connection, let completion):
             completion(.success(connection))
         case .fail(let completion, let error):
             completion(.failure(error))
-        case .ping(let connection):
-            Task {
-                let alive = await connection.ping()
-                self.handle(alive ? .pingSucceeded(connection.id) : .pingFailed(connection.id))
-            }
         case .close(let connection):
             connection.close()
-        case .sleep(let deadline, let generation):
-            self.startTimerTask(until: deadline, generation: generation)
-        case .cancel(let task):
-            task.cancel()
+        case .stopTimer(let stop):
+            stop.resume()
         case .observe(let observation):
             self.observer.pool(self.key, observed: observation)
         case .finished(let waiters):
+            // Shutdown is complete: run() returns once its children have.
+            self.backgroundInput.finish()
             for waiter in waiters { waiter.resume() }
         }
     }
 
-    /// Replaces the timer task by one that sleeps until `deadline` (started once the lock is released).
+    /// Work that ``run()`` will never start (it has returned): answers what the state machine waits for, so that
+    /// no connection stays "connecting" and shutdown can complete.
     @inlinable
-    static func restartTimerTask(
+    func settle(_ background: Background) {
+        switch background {
+        case .connect(let id):
+            self.handle(.connectFailed(id, ConnectError(reason: .connect, message: "pool \(self.key) is not running")))
+        case .ping(let connection):
+            self.handle(.pingFailed(connection.id))
+        case .timer:
+            break
+        }
+    }
+
+    @inlinable
+    func connect(_ id: ConnectionID) async {
+        do throws(ConnectError) {
+            let connection = try await self.factory.makeConnection(id: id, for: self.key)
+            precondition(connection.id == id, "the factory must use the id it was given")
+            self.handle(.connectionEstablished(id, affinity: connection.affinity)) {
+                $0.connections[id] = connection
+            }
+        } catch {
+            self.handle(.connectFailed(id, error))
+        }
+    }
+
+    @inlinable
+    func ping(_ connection: Connection) async {
+        let alive = await connection.ping()
+        self.handle(alive ? .pingSucceeded(connection.id) : .pingFailed(connection.id))
+    }
+
+    /// Replaces the timer task by one that sleeps until `deadline` (started by ``run()``).
+    @inlinable
+    static func restartTimer(
         until deadline: ContinuousClock.Instant,
         in state: inout State,
         into work: inout [Work]
     ) {
-        if let task = state.timerTask { work.append(.cancel(task)) }
-        state.timerTask = nil
+        if let stop = state.timerStop { work.append(.stopTimer(stop)) }
+        state.timerStop = nil
         state.timerGeneration += 1
         state.wakeAt = deadline
-        work.append(.sleep(until: deadline, generation: state.timerGeneration))
+        work.append(.background(.timer(until: deadline, generation: state.timerGeneration)))
     }
 
+    /// The timer task: sleeps until `deadline` unless it is replaced first, then fires what is due.
     @inlinable
-    func startTimerTask(until deadline: ContinuousClock.Instant, generation: UInt64) {
-        let task = Task {
-            do {
-                try await Task.sleep(until: deadline, clock: .continuous)
-            } catch {
-                return
+    func runTimer(until deadline: ContinuousClock.Instant, generation: UInt64) async {
+        let woke = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do {
+                    try await self.clock.sleep(until: deadline, tolerance: nil)
+                    return true
+                } catch {
+                    return false
+                }
             }
-            self.timerTaskWoke(generation: generation)
+            group.addTask {
+                await self.waitUntilTimerStopped(generation: generation)
+                return false
+            }
+            let woke = await group.next() ?? false
+            group.cancelAll()
+            return woke
         }
-        // The task may have woken (or been replaced) before it is recorded here.
-        let current = self.state.withLock { state in
-            guard state.timerGeneration == generation else { return false }
-            state.timerTask = task
-            return true
+        if woke { self.timerWoke(generation: generation) }
+    }
+
+    /// Returns when the timer task of `generation` is replaced or shutdown completes, or when cancelled.
+    @inlinable
+    func waitUntilTimerStopped(generation: UInt64) async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Checked under the lock, so that neither a replacement nor the cancellation handler can slip in
+                // between the check and the registration.
+                let stopped = self.state.withLock { state in
+                    guard state.timerGeneration == generation, !Task.isCancelled else { return true }
+                    state.timerStop = continuation
+                    return false
+                }
+                if stopped { continuation.resume() }
+            }
+        } onCancel: {
+            let stop = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard state.timerGeneration == generation else { return nil }
+                defer { state.timerStop = nil }
+                return state.timerStop
+            }
+            stop?.resume()
         }
-        if !current { task.cancel() }
     }
 
     /// Fires every timer that is due, in deadline order, and sleeps again until the next one.
     @inlinable
-    func timerTaskWoke(generation: UInt64) {
+    func timerWoke(generation: UInt64) {
         let (due, next) = self.state.withLock { state -> ([PoolTimer], [Work]) in
             guard state.timerGeneration == generation else { return ([], []) }
-            state.timerTask = nil
             state.wakeAt = nil
-            let now = ContinuousClock.now
+            let now = self.clock.now
             var due: [PoolTimer] = []
             var earliest: ContinuousClock.Instant?
             for timer in state.timers.values {
@@ -375,7 +492,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Sendable {
             }
             for timer in due { state.timers[timer.id] = nil }
             var work: [Work] = []
-            if let earliest { Self.restartTimerTask(until: earliest, in: &state, into: &work) }
+            if let earliest { Self.restartTimer(until: earliest, in: &state, into: &work) }
             return (due.sorted { ($0.deadline, $0.id) < ($1.deadline, $1.id) }, work)
         }
         for item in next { self.run(item) }

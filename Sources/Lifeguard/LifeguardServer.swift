@@ -250,21 +250,25 @@ struct ConfigurationReloader: Service {
     }
 }
 
-/// The proxy as a service: serves until graceful shutdown, then drains clients for up to `drain_timeout` and closes
-/// the pools.
+/// The proxy as a service: serves, with its pools' background work running in this service's task group, until
+/// graceful shutdown; then drains clients for up to `drain_timeout` and closes the pools, which ends that work.
+/// (The proxy binds before the group starts, so that a port in use fails start-up before /healthz answers.)
 struct ProxyService: Service {
     let proxy: ProxyServer
     let state: ServerState
     let logger: Logger
 
     func run() async throws {
-        try? await gracefulShutdown()
-        let drainTimeout = self.state.configuration.drainTimeout
-        self.logger.info(
-            "draining clients",
-            metadata: ["clients": "\(self.proxy.clientCount)", "drain_timeout": "\(drainTimeout)"]
-        )
-        await self.proxy.shutdown(drainTimeout: drainTimeout)
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.proxy.run() }
+            try? await gracefulShutdown()
+            let drainTimeout = self.state.configuration.drainTimeout
+            self.logger.info(
+                "draining clients",
+                metadata: ["clients": "\(self.proxy.clientCount)", "drain_timeout": "\(drainTimeout)"]
+            )
+            await self.proxy.shutdown(drainTimeout: drainTimeout)
+        }
         self.logger.info("proxy stopped")
     }
 }

@@ -11,7 +11,7 @@ import Synchronization
 /// ParameterStatus set clients are greeted with.
 final class ProxyPool: Sendable {
     let key: PoolKey
-    let pool: ConnectionPool<ServerConnectionFactory>
+    let pool: ConnectionPool<ServerConnectionFactory, ContinuousClock>
     let metrics: PoolMetrics
     private let factory: ServerConnectionFactory
     private let settings: Mutex<ProxyRoute>

@@ -12,9 +12,10 @@ import Synchronization
 /// The PostgreSQL-protocol front door: accepts clients on `listen`, authenticates them, routes them to the pool of
 /// their (database, user) and relays by pool mode.
 ///
-/// Lifecycle: ``start()`` binds; ``apply(_:)`` puts a reloaded configuration in force without dropping clients;
+/// Lifecycle: ``start()`` binds; ``run()`` runs the pools' background work (connects, pings, timers) and must run
+/// while the proxy serves; ``apply(_:)`` puts a reloaded configuration in force without dropping clients;
 /// ``shutdown(drainTimeout:)`` stops accepting, closes idle clients, lets transactions finish, then closes the rest
-/// and the pools.
+/// and the pools, after which ``run()`` returns.
 public final class ProxyServer: Sendable {
     let context: ProxyContext
     private let serverChannel = Mutex<(any Channel)?>(nil)
@@ -88,6 +89,17 @@ public final class ProxyServer: Sendable {
         return channel.localAddress?.port ?? listen.port
     }
 
+    /// Runs every pool's ``ConnectionPool/run()`` in one task group, pools created later (by a client, a reload)
+    /// included. Returns once ``shutdown(drainTimeout:)`` has shut the pools down; cancelled, it stops the pools at
+    /// once. In both cases nothing of the pools is left running.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await pool in self.context.createdPools {
+                group.addTask { await pool.pool.run() }
+            }
+        }
+    }
+
     /// Puts a reloaded configuration in force: pool sizes and timeouts, new `[databases]` entries, the auth_file.
     /// Clients stay connected; pools that no longer route keep serving the clients they have.
     public func apply(_ configuration: LifeguardConfiguration) throws {
@@ -122,7 +134,7 @@ public final class ProxyServer: Sendable {
             }
         }
         await withTaskGroup(of: Void.self) { group in
-            for pool in self.context.allPools {
+            for pool in self.context.closePools() {
                 group.addTask { await pool.pool.shutdown(drainTimeout: .seconds(1)) }
             }
         }
@@ -159,6 +171,9 @@ final class ProxyContext: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     let clients: ClientRegistry
+    /// Every pool, once, as it is created: ``ProxyServer/run()`` runs them. Finished by ``closePools()``.
+    let createdPools: AsyncStream<ProxyPool>
+    private let createdPoolsInput: AsyncStream<ProxyPool>.Continuation
     private let makeObserver: @Sendable (PoolKey, PoolMetrics) -> any PoolObserver
     private let state: Mutex<State>
 
@@ -181,6 +196,7 @@ final class ProxyContext: Sendable {
         self.group = group
         self.makeObserver = makeObserver
         self.clients = ClientRegistry(metrics: metrics)
+        (self.createdPools, self.createdPoolsInput) = AsyncStream.makeStream()
         self.state = Mutex(State(configuration: configuration, userList: userList))
         metrics.setClientMaxConnections(configuration.maxClientConn)
     }
@@ -189,7 +205,14 @@ final class ProxyContext: Sendable {
 
     var poolKeys: Set<PoolKey> { self.state.withLock { Set($0.pools.keys) } }
 
-    var allPools: [ProxyPool] { self.state.withLock { Array($0.pools.values) } }
+    /// The pools to shut down. A pool created after this (only by a client that outlived the drain) is never run,
+    /// so it opens no connection.
+    func closePools() -> [ProxyPool] {
+        self.state.withLock { state in
+            self.createdPoolsInput.finish()
+            return Array(state.pools.values)
+        }
+    }
 
     /// The auth_file entry of a client user.
     func secret(for user: String) -> PGAuthSecret? {
@@ -216,6 +239,8 @@ final class ProxyContext: Sendable {
                 observer: self.makeObserver(route.key, metrics)
             )
             state.pools[route.key] = pool
+            // Under the lock, so that closePools() returns every pool that run() runs.
+            self.createdPoolsInput.yield(pool)
             return (pool, true)
         }
         if created {

@@ -1,19 +1,63 @@
 import ConnectionPool
+import ConnectionPoolTestSupport
 import PoolCore
 import Synchronization
 import Testing
+
+/// A value that tests wait on: every change wakes the waiters whose condition now holds (no polling).
+final class Watched<Value: Sendable>: Sendable {
+    private struct Waiter {
+        var condition: @Sendable (Value) -> Bool
+        var continuation: CheckedContinuation<Void, Never>
+    }
+
+    private let state: Mutex<(value: Value, waiters: [Waiter])>
+
+    init(_ value: Value) {
+        self.state = Mutex((value, []))
+    }
+
+    var value: Value { self.state.withLock { $0.value } }
+
+    func update(_ body: (inout Value) -> Void) {
+        let ready = self.state.withLock { state -> [Waiter] in
+            body(&state.value)
+            let value = state.value
+            var ready: [Waiter] = []
+            state.waiters.removeAll { waiter in
+                guard waiter.condition(value) else { return false }
+                ready.append(waiter)
+                return true
+            }
+            return ready
+        }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    /// Returns once `condition` holds (at once if it does now).
+    func wait(until condition: @escaping @Sendable (Value) -> Bool) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let holds = self.state.withLock { state -> Bool in
+                if condition(state.value) { return true }
+                state.waiters.append(Waiter(condition: condition, continuation: continuation))
+                return false
+            }
+            if holds { continuation.resume() }
+        }
+    }
+}
 
 /// A connection that only records what the pool did to it.
 final class FakeConnection: PooledConnection {
     let id: ConnectionID
     private let alive = Mutex(true)
-    private let closed = Mutex(false)
+    private let closed = Watched(false)
 
     init(id: ConnectionID) {
         self.id = id
     }
 
-    var isClosed: Bool { self.closed.withLock { $0 } }
+    var isClosed: Bool { self.closed.value }
 
     /// Makes the next pings fail.
     func breakIt() {
@@ -26,34 +70,50 @@ final class FakeConnection: PooledConnection {
     }
 
     func close() {
-        self.closed.withLock { $0 = true }
+        self.closed.update { $0 = true }
+    }
+
+    func waitUntilClosed() async {
+        await self.closed.wait { $0 }
     }
 }
 
-/// Opens fake connections after a short real delay, or fails with `failure`.
+/// Opens fake connections (after a yield, so that connects finish later than they start), or fails with `failure`
+/// for the first `failures` attempts (all of them when nil).
 final class FakeFactory: ConnectionFactory {
-    private struct State {
+    private struct State: Sendable {
         var made: [FakeConnection] = []
-        var failure: ConnectError?
+        var attempts = 0
     }
 
-    private let state = Mutex(State())
-    private let delay: Duration
+    private let state = Watched(State())
+    private let failure: ConnectError?
+    private let failures: Int?
 
-    init(delay: Duration = .milliseconds(2), failure: ConnectError? = nil) {
-        self.delay = delay
-        self.state.withLock { $0.failure = failure }
+    init(failure: ConnectError? = nil, failures: Int? = nil) {
+        self.failure = failure
+        self.failures = failures
     }
 
-    var made: [FakeConnection] { self.state.withLock { $0.made } }
+    var made: [FakeConnection] { self.state.value.made }
+    var attempts: Int { self.state.value.attempts }
+
+    func waitForAttempts(_ count: Int) async {
+        await self.state.wait { $0.attempts >= count }
+    }
 
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> FakeConnection {
-        try? await Task.sleep(for: self.delay)
-        let result: Result<FakeConnection, ConnectError> = self.state.withLock { state in
-            if let failure = state.failure { return .failure(failure) }
-            let connection = FakeConnection(id: id)
-            state.made.append(connection)
-            return .success(connection)
+        await Task.yield()
+        var result: Result<FakeConnection, ConnectError> = .failure(ConnectError(reason: .connect, message: ""))
+        self.state.update { state in
+            state.attempts += 1
+            if let failure = self.failure, self.failures.map({ state.attempts <= $0 }) ?? true {
+                result = .failure(failure)
+            } else {
+                let connection = FakeConnection(id: id)
+                state.made.append(connection)
+                result = .success(connection)
+            }
         }
         return try result.get()
     }
@@ -61,37 +121,56 @@ final class FakeFactory: ConnectionFactory {
 
 /// Records everything the pool reports.
 final class RecordingObserver: PoolObserver {
-    private let state = Mutex<(observations: [PoolObservation], stats: [PoolStats])>(([], []))
+    struct Record: Sendable {
+        var observations: [PoolObservation] = []
+        var stats: [PoolStats] = []
+    }
 
-    var observations: [PoolObservation] { self.state.withLock { $0.observations } }
-    var lastStats: PoolStats? { self.state.withLock { $0.stats.last } }
-    var statsHistory: [PoolStats] { self.state.withLock { $0.stats } }
+    private let state = Watched(Record())
+
+    var observations: [PoolObservation] { self.state.value.observations }
+    var lastStats: PoolStats? { self.state.value.stats.last }
+    var statsHistory: [PoolStats] { self.state.value.stats }
 
     func pool(_ key: PoolKey, observed: PoolObservation) {
-        self.state.withLock { $0.observations.append(observed) }
+        self.state.update { $0.observations.append(observed) }
     }
 
     func pool(_ key: PoolKey, statsChanged: PoolStats) {
-        self.state.withLock { $0.stats.append(statsChanged) }
+        self.state.update { $0.stats.append(statsChanged) }
+    }
+
+    /// Returns once `count` observations satisfy `matching`.
+    func wait(for count: Int = 1, _ matching: @escaping @Sendable (PoolObservation) -> Bool) async {
+        await self.state.wait { $0.observations.count(where: matching) >= count }
+    }
+
+    /// Returns once the last stats delivered satisfy `condition`.
+    func waitForStats(_ condition: @escaping @Sendable (PoolStats) -> Bool) async {
+        await self.state.wait { $0.stats.last.map(condition) ?? false }
     }
 }
 
 let testKey = PoolKey(database: "db", user: "alice")
 
-/// Waits until `condition` holds; fails the test after 60 s (a bound for a stuck test on a loaded machine,
-/// not a timing assertion).
-func eventually(
-    _ what: String,
-    sourceLocation: SourceLocation = #_sourceLocation,
-    _ condition: () -> Bool
-) async {
-    let deadline = ContinuousClock.now + .seconds(60)
-    while !condition() {
-        if ContinuousClock.now > deadline {
-            Issue.record("timed out waiting: \(what)", sourceLocation: sourceLocation)
-            return
+/// Runs `body` while the pool's `run()` runs, then shuts the pool down and waits for `run()` to return by itself:
+/// what a service does. A failing body cancels `run()`.
+func withRunningPool<Factory: ConnectionFactory, Result: Sendable>(
+    _ pool: ConnectionPool<Factory, ManualClock>,
+    _ body: () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await pool.run() }
+        let result: Result
+        do {
+            result = try await body()
+        } catch {
+            group.cancelAll()
+            throw error
         }
-        try? await Task.sleep(for: .milliseconds(1))
+        await pool.shutdown(drainTimeout: .zero)
+        try await group.waitForAll()
+        return result
     }
 }
 
@@ -113,4 +192,11 @@ extension PoolLease where Connection == FakeConnection {
     var id: ConnectionID { self.connection.id }
     var isClosed: Bool { self.connection.isClosed }
     func breakIt() { self.connection.breakIt() }
+}
+
+extension PoolObservation {
+    var isLeased: Bool { if case .leased = self { true } else { false } }
+    var isConnected: Bool { if case .connected = self { true } else { false } }
+    var isConnectFailed: Bool { if case .connectFailed = self { true } else { false } }
+    var isLeakSuspected: Bool { if case .leakSuspected = self { true } else { false } }
 }

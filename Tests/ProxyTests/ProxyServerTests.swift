@@ -49,13 +49,17 @@ final class ProxyServerTests {
         let metrics = LifeguardMetrics(version: "test")
         let proxy = try ProxyServer(configuration: configuration, metrics: metrics, logger: Logger(label: "test"))
         let port = try await proxy.start()
-        do {
-            try await body(port, metrics)
-        } catch {
-            await proxy.shutdown(drainTimeout: .zero)
-            throw error
+        // run() returns by itself once shutdown has shut the pools down.
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await proxy.run() }
+            do {
+                try await body(port, metrics)
+            } catch {
+                await proxy.shutdown(drainTimeout: .zero)
+                throw error
+            }
+            await proxy.shutdown(drainTimeout: .seconds(1))
         }
-        await proxy.shutdown(drainTimeout: .seconds(1))
     }
 
     private func psql(
