@@ -54,12 +54,13 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private var activity: ClientConnectionState?
     private var cancelTarget: CancelTarget?
     private var readsPaused = false
-    /// Sends handed to a server connection on another event loop and not yet written: no read meanwhile.
-    private var sendsInFlight = 0
+    /// Sends handed to a server connection on another event loop and not yet written.
+    private let credit = CrossLoopCredit()
     private var readPending = false
     private var closing = false
     /// In the registry until the connection closes.
     private var registered = true
+    private var parametersShared = false
 
     init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator) {
         self.proxy = context
@@ -147,7 +148,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     /// Reads from the client wait while the session holds them back (its server connection is full, or too much
     /// waits for one).
     func read(context: ChannelHandlerContext) {
-        if self.readsPaused || self.sendsInFlight > 0 {
+        if self.readsPaused || !self.credit.mayContinue() {
             self.readPending = true
         } else {
             context.read()
@@ -155,7 +156,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     }
 
     private func readIfAllowed() {
-        guard self.readPending, !self.readsPaused, self.sendsInFlight == 0, let context = self.context else { return }
+        guard self.readPending, !self.readsPaused, self.credit.mayContinue(), let context = self.context else { return }
         self.readPending = false
         context.read()
     }
@@ -191,9 +192,12 @@ final class ClientChannelHandler: ChannelDuplexHandler {
             self.session.leaseRequested(token: token, request: request, into: &self.actions)
         case .leaseCompleted(let token, let request, .success(let server)):
             let wanted = self.session.parameters
+            // The greeting needs the server's parameters; a lease after login only the SETs that make it match.
+            let greeting: Bool
+            if case .loggingIn = self.session.state { greeting = true } else { greeting = false }
             let (parameters, changes) = server.parameters.withLock { current in
                 (
-                    server.startupParameters.map { ($0.name, current[$0.name] ?? $0.value) },
+                    greeting ? server.startupParameters.map { ($0.name, current[$0.name] ?? $0.value) } : [],
                     current.changes(toMatch: wanted)
                 )
             }
@@ -348,9 +352,11 @@ final class ClientChannelHandler: ChannelDuplexHandler {
 
     private func requestLease(token: UInt64) {
         guard let pool = self.pool, let eventLoop = self.context?.eventLoop else { return }
-        if self.session.poolMode != .session {
+        if !self.parametersShared, self.session.poolMode != .session, case .ready = self.session.state {
             // Clients of one pool usually want the same parameters: sharing their storage lets a server that
-            // matched one client be recognised for the next without comparing values.
+            // matched one client be recognised for the next without comparing values. Once, after the greeting
+            // settled them; a parameter the client changes later gets storage of its own.
+            self.parametersShared = true
             self.session.shareParameters { pool.shared($0) }
         }
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
@@ -396,10 +402,12 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         }
         guard let eventLoop = self.context?.eventLoop else { return }
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
-        self.sendsInFlight += 1
-        server.send(output, from: eventLoop) {
-            handler.value.sendsInFlight -= 1
-            handler.value.readIfAllowed()
+        let credit = self.credit
+        credit.send()
+        server.send(output) {
+            if credit.received() {
+                eventLoop.execute { handler.value.readIfAllowed() }
+            }
         }
     }
 

@@ -132,12 +132,12 @@ final class ServerConnection: PooledConnection {
         self.channel.flush()
     }
 
-    /// ``write(_:)`` from another event loop: `written` runs on `caller` once the messages are written (the caller
-    /// reads no more from its client until then, so that its sends cannot pile up in this loop's task queue).
-    func send(_ messages: [ByteBuffer], from caller: any EventLoop, written: @escaping @Sendable () -> Void) {
+    /// ``write(_:)`` from another event loop; `written` runs on this connection's loop once the messages are
+    /// written (the caller's flow control: see ``CrossLoopCredit``).
+    func send(_ messages: [ByteBuffer], written: @escaping @Sendable () -> Void) {
         self.eventLoop.execute {
             self.write(messages)
-            caller.execute(written)
+            written()
         }
     }
 
@@ -222,13 +222,14 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     private var batch: [PGFrame] = []
     private let startupMessage: PGStartupMessage
     /// Filled once the connection exists; ParameterStatus updates go there. Weak: the connection holds this handler.
-    weak var connection: ServerConnection?
+    /// Cleared when the handler is removed: the connection holds this handler, so the two would keep each other.
+    var connection: ServerConnection?
     private var context: ChannelHandlerContext?
     /// Backpressure: the owner's client is full, so the server is not read (the kernel's buffers then fill and
     /// PostgreSQL waits). Lifted when the owner detaches.
     private var readsPaused = false
-    /// Batches handed to an owner on another event loop and not yet taken: no read while one is on its way.
-    private var batchesInFlight = 0
+    /// Batches handed to an owner on another event loop and not yet taken.
+    private let credit = CrossLoopCredit()
     private var readPending = false
 
     init(
@@ -251,10 +252,11 @@ final class ServerChannelHandler: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        self.connection = nil
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.readsPaused || self.batchesInFlight > 0 {
+        if self.readsPaused || !self.credit.mayContinue() {
             self.readPending = true
         } else {
             context.read()
@@ -285,7 +287,7 @@ final class ServerChannelHandler: ChannelDuplexHandler {
 
     /// Makes the read that was withheld, once nothing holds it back any more.
     private func readIfAllowed() {
-        guard self.readPending, !self.readsPaused, self.batchesInFlight == 0, let context = self.context else { return }
+        guard self.readPending, !self.readsPaused, self.credit.mayContinue(), let context = self.context else { return }
         self.readPending = false
         context.read()
     }
@@ -514,22 +516,20 @@ final class ServerChannelHandler: ChannelDuplexHandler {
             batch.removeAll(keepingCapacity: true)
             if self.batch.isEmpty { self.batch = batch }
         } else if let context = self.context {
-            // Another loop: nothing more is read until the owner has taken this batch. Without that credit the
-            // reads run ahead of a slower client loop and its task queue grows without bound.
+            // Another loop: at most a few batches on their way, or the reads would run ahead of a slower client
+            // loop and its task queue would grow without bound.
             let batch = self.batch
             self.batch = []
-            self.batchesInFlight += 1
+            self.credit.send()
+            let credit = self.credit
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             owner.eventLoop.execute {
                 owner.receive(batch)
-                handler.eventLoop.execute { handler.value.batchTaken() }
+                if credit.received() {
+                    handler.eventLoop.execute { handler.value.readIfAllowed() }
+                }
             }
         }
-    }
-
-    private func batchTaken() {
-        self.batchesInFlight -= 1
-        self.readIfAllowed()
     }
 
     static func transactionStatus(_ frame: PGFrame) -> PGTransactionStatus? {
