@@ -289,7 +289,7 @@ public struct ClientSession: Sendable {
     }
 
     private mutating func clientMessage(_ frame: PGFrame, into actions: inout [ClientAction]) {
-        guard case .ready(var link) = self.state else { return }
+        guard case .ready = self.state else { return }
         if frame.type == PGFrontendMessageType.terminate {
             self.close(into: &actions)
             return
@@ -302,19 +302,18 @@ public struct ClientSession: Sendable {
             }
             return
         }
-        switch link {
-        case .none:
-            self.enqueue(frame, into: &actions)
-            self.requestLease(into: &actions)
-        case .waiting, .preparing, .cleaning:
-            self.enqueue(frame, into: &actions)
-        case .active(var lease):
-            // Taken out of the state while it changes, so that the lease's storage is not copied.
-            link = .none
+        switch self.state {
+        case .ready(.active(var lease)):
+            // Taken out of the state while it changes (the hot path: every message of a transaction), so that the
+            // lease's storage is neither copied nor retained twice.
             self.state = .ready(.none)
             self.forward(frame, lease: &lease)
-            link = .active(lease)
-            self.state = .ready(link)
+            self.state = .ready(.active(lease))
+        case .ready(.none):
+            self.enqueue(frame, into: &actions)
+            self.requestLease(into: &actions)
+        default:
+            self.enqueue(frame, into: &actions)
         }
     }
 
