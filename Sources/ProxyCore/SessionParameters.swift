@@ -39,6 +39,8 @@ public struct SessionParameters: Sendable, Equatable {
         get { self.values.first { $0.name == name }?.value }
         set {
             if let index = self.values.firstIndex(where: { $0.name == name }) {
+                // An unchanged value keeps the storage that other clients share (see `isIdentical(to:)`).
+                guard self.values[index].value != newValue else { return }
                 if let newValue { self.values[index].value = newValue } else { self.values.remove(at: index) }
             } else if let newValue {
                 self.values.append((name, newValue))

@@ -50,3 +50,17 @@ struct SessionParametersTests {
         #expect(other.changes(toMatch: wantsPath).map(\.name) == ["search_path"])
     }
 }
+
+@Suite struct SessionParametersSharingTests {
+    /// Setting a value a client already has (the server's spelling echoed back after a SET) must not give it storage
+    /// of its own: a server connection that matched the shared storage would then compare values on every lease.
+    @Test func anUnchangedValueKeepsTheSharedStorage() {
+        var shared = SessionParameters()
+        shared["application_name"] = "app"
+        var client = shared
+        client["application_name"] = "app"
+        #expect(client.isIdentical(to: shared))
+        client["application_name"] = "other"
+        #expect(!client.isIdentical(to: shared))
+    }
+}
