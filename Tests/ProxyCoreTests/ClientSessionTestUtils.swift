@@ -76,6 +76,15 @@ struct SessionHarness {
         return self.send { $0.admissionDecided(.admitted(login), into: &$1) }
     }
 
+    /// Logs in (cached parameters) and sends `query`, which the pool answers with server connection "a" under
+    /// lease `request`: afterwards the query is being relayed.
+    mutating func relaying(_ query: String, mode: PoolMode, request: Int) {
+        self.start(mode: mode)
+        _ = self.frames([.query(query)])
+        _ = self.requested(token: 1, request: request)
+        _ = self.grant(token: 1, request: request, server: "a")
+    }
+
     mutating func send(_ event: (inout ClientSession, inout [ClientAction]) -> Void) -> [String] {
         var actions: [ClientAction] = []
         event(&self.session, &actions)

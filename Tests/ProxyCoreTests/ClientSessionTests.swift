@@ -118,10 +118,7 @@ import Testing
 
     @Test func aTransactionBlockKeepsTheServerUntilItEnds() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
-        _ = harness.frames([.query("BEGIN")])
-        _ = harness.requested(token: 1, request: 1)
-        _ = harness.grant(token: 1, request: 1, server: "a")
+        harness.relaying("BEGIN", mode: .transaction, request: 1)
         #expect(harness.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)]) == ["flushClient"])
         #expect(harness.frames([.query("COMMIT")]) == [])
         #expect(harness.send { $0.clientReadComplete(into: &$1) } == ["flushServer(R1)"])
@@ -134,20 +131,14 @@ import Testing
     @Test func anUnansweredRequestOrAnOpenTransactionIsNeverReleasedAsItIs() {
         // The client leaves with a query in flight: the server still owes replies, so it is closed.
         var busy = SessionHarness()
-        busy.start(mode: .transaction)
-        _ = busy.frames([.query("SELECT pg_sleep(10)")])
-        _ = busy.requested(token: 1, request: 1)
-        _ = busy.grant(token: 1, request: 1, server: "a")
+        busy.relaying("SELECT pg_sleep(10)", mode: .transaction, request: 1)
         #expect(
             busy.send { $0.clientClosed(into: &$1) } == ["count(0, 1)", "cancelTarget(nil)", "giveBack(R1, discard)"]
         )
 
         // The client leaves inside a transaction: rolled back first.
         var open = SessionHarness()
-        open.start(mode: .transaction)
-        _ = open.frames([.query("BEGIN")])
-        _ = open.requested(token: 1, request: 1)
-        _ = open.grant(token: 1, request: 1, server: "a")
+        open.relaying("BEGIN", mode: .transaction, request: 1)
         _ = open.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)])
         #expect(
             open.frames([.terminate]) == ["count(0, 1)", "cancelTarget(nil)", "giveBack(R1, reset(ROLLBACK))", "close"]
@@ -160,10 +151,7 @@ import Testing
     /// only after the actions of the ReadyForQuery ran, which already gave the server back.
     @Test func aWriteThatFailsJustAfterTheLastReadyForQueryGivesTheServerBackOnce() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
-        _ = harness.frames([.query("SELECT 1")])
-        _ = harness.requested(token: 1, request: 3)
-        _ = harness.grant(token: 1, request: 3, server: "a")
+        harness.relaying("SELECT 1", mode: .transaction, request: 3)
         let relayed = harness.server(3, Frames.result + [Frames.ready()])
         #expect(relayed.filter { $0.hasPrefix("giveBack") } == ["giveBack(R3, release)"])
         #expect(relayed.firstIndex(of: "flushClient")! < relayed.firstIndex(of: "giveBack(R3, release)")!)
@@ -216,11 +204,8 @@ import Testing
 
     @Test func theServersFatalReachesTheClientAsSentAndEndsTheSession() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
+        harness.relaying("SELECT pg_sleep(10)", mode: .transaction, request: 2)
         _ = harness.clientMessages()
-        _ = harness.frames([.query("SELECT pg_sleep(10)")])
-        _ = harness.requested(token: 1, request: 2)
-        _ = harness.grant(token: 1, request: 2, server: "a")
         let fatal = PGErrorFields.error(
             sqlState: PGSQLState.adminShutdown,
             message: "terminating connection due to administrator command",
@@ -237,11 +222,8 @@ import Testing
 
     @Test func aServerThatClosesSilentlyMidQueryIs08006AndTheClientGoesOn() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
+        harness.relaying("SELECT 1", mode: .transaction, request: 2)
         _ = harness.clientMessages()
-        _ = harness.frames([.query("SELECT 1")])
-        _ = harness.requested(token: 1, request: 2)
-        _ = harness.grant(token: 1, request: 2, server: "a")
         let actions = harness.send { $0.serverClosed(RequestID(2), into: &$1) }
         #expect(
             actions == ["cancelTarget(nil)", "giveBack(R2, discard)", "activity(idle)", "flushClient", "count(0, 1)"]
@@ -269,11 +251,8 @@ import Testing
 
     @Test func statementModeRollsBackAndRefusesATransactionBlock() {
         var harness = SessionHarness()
-        harness.start(mode: .statement)
+        harness.relaying("BEGIN", mode: .statement, request: 1)
         _ = harness.clientMessages()
-        _ = harness.frames([.query("BEGIN")])
-        _ = harness.requested(token: 1, request: 1)
-        _ = harness.grant(token: 1, request: 1, server: "a")
         #expect(
             harness.server(1, [.commandComplete(tag: "BEGIN"), Frames.ready(.inTransaction)])
                 == ["flushClient", "runCommand(R1, ROLLBACK)"]
@@ -295,10 +274,7 @@ import Testing
 
     @Test func aClientThatStopsReadingPausesItsServerUntilItReadsAgain() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
-        _ = harness.frames([.query("SELECT repeat('x', 1000) FROM generate_series(1, 300000)")])
-        _ = harness.requested(token: 1, request: 1)
-        _ = harness.grant(token: 1, request: 1, server: "a")
+        harness.relaying("SELECT repeat('x', 1000) FROM generate_series(1, 300000)", mode: .transaction, request: 1)
         #expect(harness.send { $0.clientWritabilityChanged(false, into: &$1) } == ["pauseServerReads(R1)"])
         #expect(harness.send { $0.clientWritabilityChanged(false, into: &$1) } == [])
         #expect(harness.send { $0.clientWritabilityChanged(true, into: &$1) } == ["resumeServerReads(R1)"])
@@ -312,10 +288,7 @@ import Testing
 
     @Test func aFullServerOrTooMuchWaitingStopsReadingTheClient() {
         var harness = SessionHarness()
-        harness.start(mode: .transaction)
-        _ = harness.frames([.query("COPY t FROM STDIN")])
-        _ = harness.requested(token: 1, request: 1)
-        _ = harness.grant(token: 1, request: 1, server: "a")
+        harness.relaying("COPY t FROM STDIN", mode: .transaction, request: 1)
         #expect(harness.send { $0.serverWritabilityChanged(RequestID(1), false, into: &$1) } == ["pauseClientReads"])
         #expect(harness.send { $0.serverWritabilityChanged(RequestID(7), true, into: &$1) } == [], "another lease")
         #expect(harness.send { $0.serverWritabilityChanged(RequestID(1), true, into: &$1) } == ["resumeClientReads"])
@@ -336,10 +309,7 @@ import Testing
         #expect(idle.clientMessages().first.flatMap(Self.sqlState) == PGSQLState.adminShutdown)
 
         var busy = SessionHarness()
-        busy.start(mode: .transaction)
-        _ = busy.frames([.query("SELECT 1")])
-        _ = busy.requested(token: 1, request: 1)
-        _ = busy.grant(token: 1, request: 1, server: "a")
+        busy.relaying("SELECT 1", mode: .transaction, request: 1)
         #expect(busy.send { $0.drain(into: &$1) } == [])
         #expect(busy.server(1, Frames.result + [Frames.ready()]).suffix(2) == ["count(1, 1)", "close"])
     }
