@@ -102,12 +102,7 @@ public struct ClientSession: Sendable {
     }
 
     /// The server connection the client holds, if any.
-    public var lease: ServerLease? {
-        switch self.state {
-        case .loggingIn(let link), .ready(let link): link.lease
-        case .startup, .authenticating, .closed: nil
-        }
-    }
+    public var lease: ServerLease? { self.link.lease }
 
     // MARK: Startup and authentication
 
@@ -812,9 +807,7 @@ public struct ClientSession: Sendable {
             )
             actions.append(.giveBack(lease, plan))
         }
-        if self.activity != nil {
-            self.activity = nil
-        }
+        self.activity = nil
     }
 
     // MARK: Helpers
