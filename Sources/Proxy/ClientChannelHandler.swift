@@ -15,7 +15,7 @@ import ProxyCore
 /// Events raised while actions run (a write that fails at once and closes the channel, a lease the pool grants before
 /// `lease` returns) are queued and fed once the running actions are done, so the session always finishes a transition
 /// before it hears of what that transition caused.
-final class ClientChannelHandler: ChannelDuplexHandler {
+final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -23,7 +23,8 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private enum Event {
         case leaseRequested(token: UInt64, RequestID)
         case leaseCompleted(token: UInt64, RequestID, Result<ServerConnection, PoolError>)
-        case commandFinished(RequestID, ServerCommandPurpose, ServerCommandOutcome)
+        /// Boxed, as are admissions (``ClientAdmission``): events are queued and moved often, and stay small.
+        indirect case commandFinished(RequestID, ServerCommandPurpose, ServerCommandOutcome)
         case serverFrames(RequestID, [PGFrame])
         case serverClosed(RequestID)
         case serverWritability(RequestID, Bool)
@@ -46,7 +47,9 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private let allocator: ByteBufferAllocator
 
     private var actions: [ClientAction] = []
+    /// Events raised while actions ran, from `queueHead` on.
     private var queued: [Event] = []
+    private var queueHead = 0
     private var running = false
     private var pool: ProxyPool?
     private var admitted = false
@@ -161,10 +164,24 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         context.read()
     }
 
+    // MARK: The server connection it holds
+
+    func serverFrames(_ lease: RequestID, _ frames: [PGFrame]) {
+        self.enqueue(.serverFrames(lease, frames))
+    }
+
+    func serverClosed(_ lease: RequestID) {
+        self.enqueue(.serverClosed(lease))
+    }
+
+    func serverWritabilityChanged(_ lease: RequestID, _ writable: Bool) {
+        self.enqueue(.serverWritability(lease, writable))
+    }
+
     // MARK: Feeding the session
 
     private func enqueue(_ event: Event) {
-        guard !self.running && self.queued.isEmpty else {
+        guard !self.running && self.queueHead == self.queued.count else {
             self.queued.append(event)
             return
         }
@@ -177,8 +194,15 @@ final class ClientChannelHandler: ChannelDuplexHandler {
 
     /// Feeds the queued events in order, each with its actions run before the next.
     private func drainQueue() {
-        while !self.queued.isEmpty && !self.running {
-            let event = self.queued.removeFirst()
+        while !self.running && self.queueHead < self.queued.count {
+            // Moved out rather than copied; the slot keeps a payload-free event until the queue empties.
+            var event = Event.readComplete
+            swap(&event, &self.queued[self.queueHead])
+            self.queueHead += 1
+            if self.queueHead == self.queued.count {
+                self.queued.removeAll(keepingCapacity: true)
+                self.queueHead = 0
+            }
             self.running = true
             self.deliver(event)
             self.runActions()
@@ -238,13 +262,19 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     // MARK: Running actions
 
     private func runActions() {
-        var index = 0
-        while index < self.actions.count {
-            let action = self.actions[index]
-            index += 1
+        guard !self.actions.isEmpty else { return }
+        // Taken out first: an action never feeds the session (what it raises is queued), so nothing is appended
+        // meanwhile, and the array's storage goes back for the next event.
+        var actions: [ClientAction] = []
+        swap(&actions, &self.actions)
+        for index in actions.indices {
+            // Moved out of the array rather than copied; a payload-free action takes its place.
+            var action = ClientAction.close
+            swap(&action, &actions[index])
             self.run(action)
         }
-        self.actions.removeAll(keepingCapacity: true)
+        actions.removeAll(keepingCapacity: true)
+        if self.actions.isEmpty { swap(&actions, &self.actions) }
     }
 
     private func run(_ action: ClientAction) {
@@ -376,21 +406,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
 
     private func attach(_ lease: ServerLease) {
         guard let eventLoop = self.context?.eventLoop else { return }
-        let handler = NIOLoopBound(self, eventLoop: eventLoop)
-        let request = lease.request
-        Self.server(lease).attach(
-            ServerOwner(
-                lease: request,
-                eventLoop: eventLoop,
-                receive: { frames in handler.value.serverFrames(request, frames) },
-                closed: { handler.value.enqueue(.serverClosed(request)) },
-                writabilityChanged: { writable in handler.value.enqueue(.serverWritability(request, writable)) }
-            )
-        )
-    }
-
-    private func serverFrames(_ request: RequestID, _ frames: [PGFrame]) {
-        self.enqueue(.serverFrames(request, frames))
+        Self.server(lease).attach(ServerOwner(lease: lease.request, eventLoop: eventLoop, client: self))
     }
 
     private func sendToServer(_ lease: ServerLease) {

@@ -5,18 +5,38 @@ import PoolCore
 import ProxyCore
 import Synchronization
 
-/// Who receives what PostgreSQL sends while a client holds the connection. The closures run on `eventLoop`.
+/// What the client holding a server connection hears from it, on the client's event loop. A protocol rather than
+/// closures: a lease is attached once per transaction, and an owner reference costs a retain where three closures
+/// cost three allocations.
+protocol ServerConnectionClient: AnyObject {
+    /// One read burst of frames, in order.
+    func serverFrames(_ lease: RequestID, _ frames: [PGFrame])
+    /// The connection closed (after every frame it delivered).
+    func serverClosed(_ lease: RequestID)
+    /// The connection stopped (false) or started again (true) taking what is written to it.
+    func serverWritabilityChanged(_ lease: RequestID, _ writable: Bool)
+}
+
+/// Who receives what PostgreSQL sends while a client holds the connection.
 struct ServerOwner: Sendable {
     /// The pool's request that leased the connection: tells this lease from every other, so that a late `detach`
     /// cannot drop a newer owner.
     let lease: RequestID
-    let eventLoop: any EventLoop
-    /// One read burst of frames, in order.
-    let receive: @Sendable ([PGFrame]) -> Void
-    /// The connection closed (after every frame it delivered).
-    let closed: @Sendable () -> Void
-    /// The connection stopped (false) or started again (true) taking what is written to it.
-    let writabilityChanged: @Sendable (Bool) -> Void
+    private let client: NIOLoopBound<any ServerConnectionClient>
+
+    /// The client's event loop, where it is told.
+    var eventLoop: any EventLoop { self.client.eventLoop }
+
+    /// Made on `eventLoop`, the client's.
+    init(lease: RequestID, eventLoop: any EventLoop, client: any ServerConnectionClient) {
+        self.lease = lease
+        self.client = NIOLoopBound(client, eventLoop: eventLoop)
+    }
+
+    /// The calls below run on ``eventLoop``.
+    func receive(_ frames: [PGFrame]) { self.client.value.serverFrames(self.lease, frames) }
+    func closed() { self.client.value.serverClosed(self.lease) }
+    func writabilityChanged(_ writable: Bool) { self.client.value.serverWritabilityChanged(self.lease, writable) }
 }
 
 /// What a command Lifeguard ran itself (reset query, `SET`s, ping) ended with.
@@ -127,14 +147,14 @@ final class ServerConnection: PooledConnection {
     }
 
     /// Writes client messages unchanged and flushes once; on the connection's own event loop.
-    func write(_ messages: [ByteBuffer]) {
+    func write(_ messages: OutboundBytes) {
         for message in messages { self.channel.write(message, promise: nil) }
         self.channel.flush()
     }
 
     /// ``write(_:)`` from another event loop; `written` runs on this connection's loop once the messages are
     /// written (the caller's flow control: see ``CrossLoopCredit``).
-    func send(_ messages: [ByteBuffer], written: @escaping @Sendable () -> Void) {
+    func send(_ messages: OutboundBytes, written: @escaping @Sendable () -> Void) {
         self.eventLoop.execute {
             self.write(messages)
             written()
@@ -202,11 +222,21 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// The rare states are boxed: the state is read for every relayed read burst, and stays small that way.
     private enum State {
-        case connecting(PGClientAuthenticationStateMachine, ServerStartupResult, EventLoopPromise<ServerStartupResult>)
+        indirect case connecting(
+            PGClientAuthenticationStateMachine,
+            ServerStartupResult,
+            EventLoopPromise<ServerStartupResult>
+        )
         case idle
         case relaying(ServerOwner)
-        case command(EventLoopPromise<ServerCommandResult>, PGErrorFields?, Scheduled<Void>?, then: ServerOwner?)
+        indirect case command(
+            EventLoopPromise<ServerCommandResult>,
+            PGErrorFields?,
+            Scheduled<Void>?,
+            then: ServerOwner?
+        )
         case closed
     }
 
@@ -221,8 +251,8 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     private let decoder = PGFrameDecoder()
     private var batch: [PGFrame] = []
     private let startupMessage: PGStartupMessage
-    /// Filled once the connection exists; ParameterStatus updates go there. Weak: the connection holds this handler.
-    /// Cleared when the handler is removed: the connection holds this handler, so the two would keep each other.
+    /// Filled once the connection exists; ParameterStatus updates go there. Cleared when the handler is removed:
+    /// the connection holds this handler, so the two would keep each other.
     var connection: ServerConnection?
     private var context: ChannelHandlerContext?
     /// Backpressure: the owner's client is full, so the server is not read (the kernel's buffers then fill and

@@ -27,8 +27,8 @@ public enum ClientAdmission: Sendable {
     case tooManyClients(max: Int)
     /// No pool serves this database (the message says why).
     case noRoute(database: String, message: String)
-    /// Admitted to its pool.
-    case admitted(ClientLogin)
+    /// Admitted to its pool. Boxed: the login is large, and the I/O layer queues admissions with its other events.
+    indirect case admitted(ClientLogin)
 }
 
 /// The pool a client was admitted to and how it authenticates.

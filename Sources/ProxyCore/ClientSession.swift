@@ -20,7 +20,8 @@ import PoolCore
 public struct ClientSession: Sendable {
     public enum State: Sendable {
         case startup
-        case authenticating(PGServerAuthenticationStateMachine)
+        /// Boxed: the machine is large, and every other state is copied on the relay's hot path.
+        indirect case authenticating(PGServerAuthenticationStateMachine)
         case loggingIn(Link)
         case ready(Link)
         /// Final: nothing is sent to the client any more, and nothing is held.
@@ -88,10 +89,10 @@ public struct ClientSession: Sendable {
     // MARK: Output
 
     /// What to write to the client, in order; empty afterwards.
-    public mutating func takeClientOutput() -> [ByteBuffer] { self.clientOut.take() }
+    public mutating func takeClientOutput() -> OutboundBytes { self.clientOut.take() }
 
     /// What to write to the server connection the client holds, in order; empty afterwards.
-    public mutating func takeServerOutput() -> [ByteBuffer] { self.serverOut.take() }
+    public mutating func takeServerOutput() -> OutboundBytes { self.serverOut.take() }
 
     /// The pool mode the client was admitted with.
     public var poolMode: PoolMode { self.mode }
@@ -569,7 +570,10 @@ public struct ClientSession: Sendable {
                     relayed = true
                     continue
                 }
-            case PGBackendMessageType.commandComplete where self.mode != .session && frame.length < 24:
+            case PGBackendMessageType.commandComplete
+            where self.mode != .session && frame.length < 24
+                // "DEALLOCATE ALL" or "DISCARD ALL": the tag is decoded only when it starts with D.
+                && frame.bytes.getInteger(at: frame.bytes.readerIndex + 5, as: UInt8.self) == UInt8(ascii: "D"):
                 if case .commandComplete(let tag)? = try? PGBackendMessage(frame: frame),
                     PreparedStatements.clearsAll(commandTag: tag)
                 {

@@ -32,10 +32,11 @@ struct OutboundBatch {
     }
 
     /// Everything added so far, in order; the batch is empty afterwards.
-    mutating func take() -> [ByteBuffer] {
-        self.closeCurrent()
-        defer { self.buffers = [] }
-        return self.buffers
+    mutating func take() -> OutboundBytes {
+        var taken = OutboundBytes(buffers: [], last: self.current)
+        self.current = nil
+        if !self.buffers.isEmpty { swap(&taken.buffers, &self.buffers) }
+        return taken
     }
 
     private mutating func withCurrent(allocator: ByteBufferAllocator, _ body: (inout ByteBuffer) -> Void) {
@@ -53,5 +54,33 @@ struct OutboundBatch {
         guard let current = self.current else { return }
         self.current = nil
         if current.readableBytes > 0 { self.buffers.append(current) }
+    }
+}
+
+/// What an ``OutboundBatch`` had, in order: usually one buffer of small messages, which needs no array.
+public struct OutboundBytes: Sequence, Sendable {
+    /// Large messages and full chunks, before `last`.
+    fileprivate var buffers: [ByteBuffer]
+    fileprivate var last: ByteBuffer?
+
+    public var isEmpty: Bool { self.buffers.isEmpty && (self.last?.readableBytes ?? 0) == 0 }
+
+    public func makeIterator() -> Iterator { Iterator(bytes: self) }
+
+    public struct Iterator: IteratorProtocol {
+        private var bytes: OutboundBytes
+        private var index = 0
+
+        fileprivate init(bytes: OutboundBytes) { self.bytes = bytes }
+
+        public mutating func next() -> ByteBuffer? {
+            if self.index < self.bytes.buffers.count {
+                self.index += 1
+                return self.bytes.buffers[self.index - 1]
+            }
+            defer { self.bytes.last = nil }
+            guard let last = self.bytes.last, last.readableBytes > 0 else { return nil }
+            return last
+        }
     }
 }

@@ -30,14 +30,14 @@ enum Frames {
     }
 
     /// Backend messages in `buffers`, decoded.
-    static func backendMessages(_ buffers: [ByteBuffer]) -> [PGBackendMessage] {
+    static func backendMessages(_ buffers: some Sequence<ByteBuffer>) -> [PGBackendMessage] {
         var all = ByteBuffer()
         for buffer in buffers { all.writeImmutableBuffer(buffer) }
         return Self.decode(&all).compactMap { try? PGBackendMessage(frame: $0) }
     }
 
     /// Frontend message types in `buffers`.
-    static func frontendTypes(_ buffers: [ByteBuffer]) -> [Character] {
+    static func frontendTypes(_ buffers: some Sequence<ByteBuffer>) -> [Character] {
         var all = ByteBuffer()
         for buffer in buffers { all.writeImmutableBuffer(buffer) }
         return Self.decode(&all).map { Character(UnicodeScalar($0.type)) }

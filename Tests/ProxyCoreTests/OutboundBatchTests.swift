@@ -13,7 +13,7 @@ struct OutboundBatchTests {
         batch.append(allocator: self.allocator) { $0.writeString("two") }
         batch.append(ByteBuffer(string: "three"), allocator: self.allocator)
         #expect(!batch.isEmpty)
-        let buffers = batch.take()
+        let buffers = Array(batch.take())
         #expect(buffers.map { String(buffer: $0) } == ["onetwothree"])
         #expect(batch.isEmpty)
         #expect(batch.take().isEmpty)
@@ -26,7 +26,7 @@ struct OutboundBatchTests {
         batch.append(large, allocator: self.allocator)
         batch.append(ByteBuffer(string: "b"), allocator: self.allocator)
         batch.append(ByteBuffer(string: "c"), allocator: self.allocator)
-        let buffers = batch.take()
+        let buffers = Array(batch.take())
         #expect(buffers.count == 3)
         #expect(String(buffer: buffers[0]) == "a")
         #expect(buffers[1] == large)

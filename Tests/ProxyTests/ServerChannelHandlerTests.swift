@@ -25,9 +25,15 @@ extension ReadCounter: Sendable {}
 /// writability reported to the owner.
 @Suite struct ServerChannelHandlerTests {
     /// What the owner was told.
-    final class Owner: Sendable {
+    final class Owner: ServerConnectionClient, Sendable {
         let frames = Mutex<[UInt8]>([])
         let writability = Mutex<[Bool]>([])
+
+        func serverFrames(_ lease: RequestID, _ frames: [PGFrame]) { self.frames.withLock { $0 += frames.map(\.type) } }
+        func serverClosed(_ lease: RequestID) {}
+        func serverWritabilityChanged(_ lease: RequestID, _ writable: Bool) {
+            self.writability.withLock { $0.append(writable) }
+        }
     }
 
     struct Server {
@@ -60,13 +66,7 @@ extension ReadCounter: Sendable {}
         let owner = Owner()
         let server = Server(channel: channel, handler: handler, counter: counter, owner: owner)
         handler.attach(
-            ServerOwner(
-                lease: RequestID(1),
-                eventLoop: loop,
-                receive: { batch in owner.frames.withLock { $0 += batch.map(\.type) } },
-                closed: {},
-                writabilityChanged: { writable in owner.writability.withLock { $0.append(writable) } }
-            )
+            ServerOwner(lease: RequestID(1), eventLoop: loop, client: owner)
         )
         return server
     }
