@@ -304,10 +304,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.attach(lease)
         case .runCommand(let lease, let purpose):
             self.runCommand(purpose, on: lease)
-        case .giveBack(let lease, let plan):
+        case .giveBack(let lease, let plan, let preparedStatements):
             let server = Self.server(lease)
             server.detach(lease.request)
-            server.putBack(preparedStatements: lease.preparedStatements)
+            server.putBack(preparedStatements: preparedStatements)
             if let pool = self.pool {
                 ServerReturn.run(plan, server: server, lease: lease.request, pool: pool, mode: self.session.poolMode)
             }

@@ -89,13 +89,10 @@ public struct ServerLease: Sendable {
     public let server: any ServerReference
     public let request: RequestID
     public internal(set) var ledger = ServerLedger()
-    /// The statements prepared on the connection, carried with the lease and handed back with it.
-    public internal(set) var preparedStatements: Set<String>
 
     init(_ granted: GrantedServer) {
         self.server = granted.server
         self.request = granted.request
-        self.preparedStatements = granted.preparedStatements
     }
 
     func isSame(as other: ServerLease) -> Bool { self.request == other.request && self.server === other.server }
@@ -164,9 +161,9 @@ public enum ClientAction: Sendable {
     /// Stop routing the server's messages here and run `purpose`'s SQL; answer with
     /// ``ClientSession/serverCommandFinished(_:_:into:)``.
     case runCommand(ServerLease, ServerCommandPurpose)
-    /// Give the server connection back by `plan` (stop routing its messages first). The lease's prepared statements
-    /// go back with it.
-    case giveBack(ServerLease, ReturnPlan)
+    /// Give the server connection back by `plan` (stop routing its messages first), with the statements prepared on
+    /// it (server names) for its next client.
+    case giveBack(ServerLease, ReturnPlan, preparedStatements: Set<String>)
     /// Cancel requests for this client now reach this server connection (nil: none).
     case cancelTarget((any ServerReference)?)
     /// The client gauges.

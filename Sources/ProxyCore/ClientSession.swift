@@ -61,6 +61,9 @@ public struct ClientSession: Sendable {
     public private(set) var parameters = SessionParameters()
     /// Named prepared statements in transaction and statement mode.
     private var statements = PreparedStatements()
+    /// The server names of the statements prepared on the server connection the client holds, lent with the lease
+    /// and handed back with it (``ClientAction/giveBack(_:_:preparedStatements:)``).
+    private var serverStatements: Set<String> = []
     /// Messages that arrived while no server connection was ready for them, and their size.
     private var pending: [PGFrame] = []
     private var pendingBytes = 0
@@ -325,7 +328,7 @@ public struct ClientSession: Sendable {
             self.queries += 1
         }
         if self.mode != .session {
-            if let messages = self.statements.outgoing(frame, prepared: lease.preparedStatements) {
+            if let messages = self.statements.outgoing(frame, prepared: self.serverStatements) {
                 // Renamed, injected or substituted: the only messages that are re-encoded.
                 self.serverOut.append(allocator: self.allocator) { buffer in
                     for message in messages { message.encode(into: &buffer) }
@@ -393,10 +396,11 @@ public struct ClientSession: Sendable {
     public mutating func leaseGranted(token: UInt64, _ granted: GrantedServer, into actions: inout [ClientAction]) {
         guard case .waiting(token, _) = self.link else {
             // The client left (or failed) meanwhile: the connection was never used.
-            actions.append(.giveBack(ServerLease(granted), .release))
+            actions.append(.giveBack(ServerLease(granted), .release, preparedStatements: granted.preparedStatements))
             return
         }
         let lease = ServerLease(granted)
+        self.serverStatements = granted.preparedStatements
         if case .loggingIn = self.state, self.mode != .session {
             // Borrowed only to learn the server's parameters.
             self.setLink(.none)
@@ -519,11 +523,10 @@ public struct ClientSession: Sendable {
                 self.write(.readyForQuery(.idle))
                 actions.append(.flushClient)
             }
-            var lease = lease
             let plan: ReturnPlan
             switch outcome {
             case .finished(let error, .idle, _) where !(purpose == .deallocate && error != nil):
-                if purpose == .deallocate { lease.preparedStatements = [] }
+                if purpose == .deallocate { self.serverStatements = [] }
                 plan = .release
             case .finished, .failed:
                 plan = .discard
@@ -557,7 +560,7 @@ public struct ClientSession: Sendable {
             switch frame.type {
             case PGBackendMessageType.parseComplete, PGBackendMessageType.closeComplete:
                 guard self.mode != .session else { break }
-                switch self.statements.reply(frame.type, prepared: &lease.preparedStatements) {
+                switch self.statements.reply(frame.type, prepared: &self.serverStatements) {
                 case .relay:
                     break
                 case .swallow:
@@ -577,7 +580,7 @@ public struct ClientSession: Sendable {
                 if case .commandComplete(let tag)? = try? PGBackendMessage(frame: frame),
                     PreparedStatements.clearsAll(commandTag: tag)
                 {
-                    lease.preparedStatements.removeAll()
+                    self.serverStatements.removeAll()
                 }
             case PGBackendMessageType.readyForQuery:
                 if self.mode != .session { self.statements.readyForQuery() }
@@ -628,7 +631,7 @@ public struct ClientSession: Sendable {
 
     /// Transaction and statement mode: ReadyForQuery(I) with nothing outstanding ends the lease.
     private mutating func endTransaction(_ lease: ServerLease, into actions: inout [ClientAction]) {
-        if lease.preparedStatements.count > ReturnPlan.maxPreparedStatements {
+        if self.serverStatements.count > ReturnPlan.maxPreparedStatements {
             // Prepared statements stay for the next client, up to a bound.
             self.setLink(.cleaning(lease))
             actions.append(.runCommand(lease, .deallocate))
@@ -800,17 +803,18 @@ public struct ClientSession: Sendable {
         case .preparing(let lease), .cleaning(let lease):
             // The command's connection goes back by the plan: a command in flight means it owes a reply.
             actions.append(.cancelTarget(nil))
-            actions.append(.giveBack(lease, .discard))
+            actions.append(.giveBack(lease, .discard, preparedStatements: self.serverStatements))
         case .active(let lease):
             actions.append(.cancelTarget(nil))
             let plan = ReturnPlan(
                 ledger: lease.ledger,
                 mode: self.mode,
                 resetQuery: self.resetQuery,
-                preparedStatements: lease.preparedStatements.count
+                preparedStatements: self.serverStatements.count
             )
-            actions.append(.giveBack(lease, plan))
+            actions.append(.giveBack(lease, plan, preparedStatements: self.serverStatements))
         }
+        self.serverStatements = []
         self.activity = nil
     }
 
@@ -834,7 +838,8 @@ public struct ClientSession: Sendable {
     /// The I/O layer stops routing the server's messages here (and lifts a pause on its reads) before it gives the
     /// connection back; the next server connection starts writable.
     private mutating func giveBack(_ lease: ServerLease, _ plan: ReturnPlan, into actions: inout [ClientAction]) {
-        actions.append(.giveBack(lease, plan))
+        actions.append(.giveBack(lease, plan, preparedStatements: self.serverStatements))
+        self.serverStatements = []
         self.serverWritable = true
         self.updateClientReads(into: &actions)
     }

@@ -192,7 +192,7 @@ struct SessionDriver {
                 let ok = !(self.leases[lease.request]?.closed ?? true)
                 let outcome: ServerCommandOutcome = ok ? .finished(error: nil, status: .idle, reported: []) : .failed
                 try self.apply { $0.serverCommandFinished(purpose, outcome, into: &$1) }
-            case .giveBack(let lease, _):
+            case .giveBack(let lease, _, _):
                 try self.require(self.leases[lease.request] != nil, "give-back of unknown \(lease.request)")
                 self.leases[lease.request]?.givenBack += 1
                 self.leases[lease.request]?.attached = false

@@ -138,7 +138,7 @@ struct SessionHarness {
         case .cancelLease(let request): return "cancelLease(R\(request.rawValue))"
         case .attach(let lease): return "attach(R\(lease.request.rawValue))"
         case .runCommand(let lease, let purpose): return "runCommand(R\(lease.request.rawValue), \(purpose.sql))"
-        case .giveBack(let lease, let plan): return "giveBack(R\(lease.request.rawValue), \(Self.describe(plan)))"
+        case .giveBack(let lease, let plan, _): return "giveBack(R\(lease.request.rawValue), \(Self.describe(plan)))"
         case .cancelTarget(let server):
             return "cancelTarget(\(server.map { ($0 as? FakeServer)?.name ?? "?" } ?? "nil"))"
         case .activity(let activity): return "activity(\(activity))"
