@@ -269,6 +269,13 @@ where Clock.Instant == ContinuousClock.Instant {
         }
     }
 
+    /// ``shutdown(drainTimeout:)`` without waiting, for a pool with nothing to drain: stops handing out
+    /// connections and fails the waiters; ``run()`` returns once connects still in flight have finished.
+    @inlinable
+    public func close() {
+        self.handle(.shutdown)
+    }
+
     // MARK: Running the state machine
 
     /// A request id no other request of this pool has; for ``lease(_:affinity:_:)``.

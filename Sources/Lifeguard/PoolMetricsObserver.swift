@@ -57,6 +57,7 @@ struct PoolMetricsObserver: PoolObserver {
         case .auth: .auth
         case .timeout: .timeout
         case .server: .server
+        case .rejected: .rejected
         case .broken: .broken
         }
     }

@@ -31,8 +31,11 @@ public enum ConnectionErrorReason: String, Sendable, CaseIterable {
     case auth
     /// Connecting took longer than the connect timeout.
     case timeout
-    /// The server answered with an error (for example too many connections, or shutting down).
+    /// The server answered with an error that may pass (too many connections, starting up, shutting down).
     case server
+    /// The server refused the login for good: the database does not exist, the role may not connect (3D000, 42501,
+    /// ...). Clients are told at once.
+    case rejected
     /// An established connection broke (reset, unexpected EOF, protocol error).
     case broken
 }

@@ -22,4 +22,14 @@ public enum PGSQLState {
     public static let activeSQLTransaction = "25001"
     /// XX000: internal error.
     public static let internalError = "XX000"
+
+    /// Whether an ErrorResponse that ended a login would come back the same on the next attempt: a role or password the
+    /// server rejects (class 28), a database or schema that does not exist (3D, 3F), a missing privilege or an unknown
+    /// setting in the startup options (class 42), an unsupported feature or a bad value (0A, 22), a database that
+    /// does not accept connections (55000), a protocol the server refuses (08P01, 08004). Anything else (too many
+    /// connections, starting up, shutting down, out of memory) may pass by itself, and is retried.
+    public static func refusesLoginForGood(_ code: String) -> Bool {
+        if ["55000", "08P01", "08004"].contains(code) { return true }
+        return ["28", "3D", "3F", "42", "0A", "22"].contains(String(code.prefix(2)))
+    }
 }

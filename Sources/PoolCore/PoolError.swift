@@ -6,8 +6,10 @@ public enum ConnectionErrorReason: String, CaseIterable, Sendable {
     case auth
     /// Connecting or a check took too long.
     case timeout
-    /// The server answered with an error (for example too many connections, database does not exist).
+    /// The server answered with an error that may pass (too many connections, starting up).
     case server
+    /// The server refused the login for good: the database does not exist, the role may not connect, and the like.
+    case rejected
     /// An open connection stopped working (closed by the server, a failed read or write).
     case broken
 }
@@ -33,10 +35,17 @@ public struct ConnectError: Error, Sendable, Equatable, CustomStringConvertible 
     public var reason: ConnectionErrorReason
     /// What went wrong, safe to show to a client (no password).
     public var message: String
+    /// The SQLSTATE of the server's ErrorResponse, when the server refused the connection with one.
+    public var sqlState: String?
+    /// The same attempt would fail the same way (a wrong password, a database that does not exist): clients
+    /// waiting for a connection are told at once instead of waiting out the retries.
+    public var isPermanent: Bool
 
-    public init(reason: ConnectionErrorReason, message: String) {
+    public init(reason: ConnectionErrorReason, message: String, sqlState: String? = nil, isPermanent: Bool = false) {
         self.reason = reason
         self.message = message
+        self.sqlState = sqlState
+        self.isPermanent = isPermanent
     }
 
     public var description: String { "\(self.reason.rawValue): \(self.message)" }
@@ -51,6 +60,7 @@ public struct PoolError: Error, Sendable, Equatable, CustomStringConvertible {
             case connectFailed
             case shuttingDown
             case cancelled
+            case refused
         }
 
         private let base: Base
@@ -67,6 +77,9 @@ public struct PoolError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let shuttingDown = Code(.shuttingDown)
         /// The request was cancelled by its owner (the client went away).
         public static let cancelled = Code(.cancelled)
+        /// The server refused a new connection for good (``ConnectError/isPermanent``); ``PoolError/connectError``
+        /// carries its SQLSTATE and message.
+        public static let refused = Code(.refused)
 
         public var description: String { self.base.rawValue }
     }
@@ -74,7 +87,7 @@ public struct PoolError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Code
     /// A complete sentence naming the pool and the setting to change.
     public var message: String
-    /// The last connect error, for ``Code/connectFailed``.
+    /// The last connect error, for ``Code/connectFailed`` and ``Code/refused``.
     public var connectError: ConnectError?
 
     public init(code: Code, message: String, connectError: ConnectError? = nil) {

@@ -24,6 +24,11 @@ extension PoolStateMachine {
         return PoolError(code: .connectFailed, message: message, connectError: failing.lastError)
     }
 
+    /// The server's own words: what a client connecting directly would have been told.
+    func refusedError(_ error: ConnectError) -> PoolError {
+        PoolError(code: .refused, message: error.message, connectError: error)
+    }
+
     func shuttingDownError() -> PoolError {
         PoolError(code: .shuttingDown, message: "pool \(self.key) is shutting down; no new server connections")
     }

@@ -165,6 +165,27 @@ public struct PoolStateMachine: Sendable {
         self.phase = .connectFailing(
             ConnectFailing(failures: failures, lastError: error, retryAt: retryAt, retryTimer: timer)
         )
+        if error.isPermanent && self.counts.open == 0 {
+            // Waiting would only end in the same answer: the waiters hear it now, as they would from the server
+            // directly. With connections open, they wait for one of those instead.
+            self.failAllWaiters(self.refusedError(error))
+        }
+    }
+
+    /// Fails every queued request (and those waiting on a ping), in arrival order.
+    private mutating func failAllWaiters(_ error: PoolError) {
+        var waiters = Array(self.queue)
+        self.queue.removeAll()
+        for id in self.connections.keys.sorted() {
+            guard case .pinging(var pinging) = self.connections[id], let waiter = pinging.waiter else { continue }
+            waiters.append(waiter)
+            pinging.waiter = nil
+            self.setState(id, .pinging(pinging))
+        }
+        for waiter in waiters.sorted(by: { $0.seq < $1.seq }) {
+            if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
+            self.fail(waiter, error)
+        }
     }
 
     private mutating func connectionReleased(_ id: ConnectionID, lease request: RequestID, now: PoolInstant) {
@@ -309,18 +330,7 @@ public struct PoolStateMachine: Sendable {
             return
         }
         self.phase = .shuttingDown
-        var waiters = Array(self.queue)
-        self.queue.removeAll()
-        for id in self.connections.keys.sorted() {
-            guard case .pinging(var pinging) = self.connections[id], let waiter = pinging.waiter else { continue }
-            waiters.append(waiter)
-            pinging.waiter = nil
-            self.setState(id, .pinging(pinging))
-        }
-        for waiter in waiters.sorted(by: { $0.seq < $1.seq }) {
-            if let timer = waiter.timer { self.emit(.cancelTimer(timer)) }
-            self.fail(waiter, self.shuttingDownError())
-        }
+        self.failAllWaiters(self.shuttingDownError())
         for id in self.connections.keys.sorted() {
             guard case .idle(let idle) = self.connections[id] else { continue }
             if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
@@ -389,7 +399,10 @@ public struct PoolStateMachine: Sendable {
         case .running:
             break
         case .connectFailing(let failing):
-            wanted = inFlight > 0 || now < failing.retryAt ? 0 : min(wanted, 1)
+            // After a permanent refusal, a client that asks gets its own attempt at once (the database may exist
+            // by now), one at a time; only the pool's own demand (min_size) waits for the backoff.
+            let retryNow = now >= failing.retryAt || (failing.lastError.isPermanent && !self.queue.isEmpty)
+            wanted = inFlight > 0 || !retryNow ? 0 : min(wanted, 1)
         case .shuttingDown, .shutDown:
             wanted = 0
         }

@@ -234,6 +234,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             )
             self.session.leaseGranted(token: token, granted, into: &self.actions)
         case .leaseCompleted(let token, _, .failure(let error)):
+            if error.code == .refused, let pool = self.pool { self.proxy.dropRefused(pool) }
             self.session.leaseFailed(token: token, error, into: &self.actions)
         case .commandFinished(_, let purpose, let outcome):
             self.session.serverCommandFinished(purpose, outcome, into: &self.actions)

@@ -255,6 +255,25 @@ final class ProxyContext: Sendable {
         return pool
     }
 
+    /// Drops a pool that a client's (database, user) created and that the server refused for good before it ever
+    /// opened a connection, with its metric series, once nobody waits on it: a mistyped database name must not leave
+    /// a pool behind. Configured pools stay; the next client of the same name gets a new pool (and its own attempt).
+    func dropRefused(_ pool: ProxyPool) {
+        guard pool.cachedParameters == nil, !self.configuration.pinnedRoutes.contains(where: { $0.key == pool.key })
+        else { return }
+        let stats = pool.pool.stats
+        guard stats.open == 0, stats.connecting == 0, stats.waiting == 0 else { return }
+        let removed = self.state.withLock { state -> Bool in
+            guard state.pools[pool.key] === pool else { return false }
+            state.pools[pool.key] = nil
+            return true
+        }
+        guard removed else { return }
+        pool.pool.close()
+        self.metrics.removePool(database: pool.key.database, user: pool.key.user)
+        self.logger.info("pool removed: the server refused its login", metadata: ["pool": "\(pool.key)"])
+    }
+
     func apply(_ configuration: LifeguardConfiguration, userList: PGUserList) {
         let pools = self.state.withLock { state in
             state.configuration = configuration

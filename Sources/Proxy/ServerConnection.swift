@@ -499,7 +499,13 @@ final class ServerChannelHandler: ChannelDuplexHandler {
                 break
             case .fail(let error):
                 self.state = .closed
-                promise.fail(ServerStartupError(error: ConnectError(reason: .auth, message: error.description)))
+                // Lifeguard cannot answer what the server asks (no password configured, a method it lacks): the
+                // same next time, until the configuration changes.
+                promise.fail(
+                    ServerStartupError(
+                        error: ConnectError(reason: .auth, message: error.description, isPermanent: true)
+                    )
+                )
                 context.close(promise: nil)
                 return
             }
@@ -511,12 +517,17 @@ final class ServerChannelHandler: ChannelDuplexHandler {
             self.state = .idle
             promise.succeed(result)
         case .errorResponse(let fields):
-            let auth =
-                fields.sqlState == PGSQLState.invalidPassword
-                || fields.sqlState == PGSQLState.invalidAuthorizationSpecification
+            let code = fields.sqlState ?? PGSQLState.connectionFailure
+            let permanent = PGSQLState.refusesLoginForGood(code)
+            let reason: ConnectionErrorReason =
+                code.hasPrefix("28") ? .auth : permanent ? .rejected : .server
             let text = fields.message ?? "unknown error"
             self.state = .closed
-            promise.fail(ServerStartupError(error: ConnectError(reason: auth ? .auth : .server, message: text)))
+            promise.fail(
+                ServerStartupError(
+                    error: ConnectError(reason: reason, message: text, sqlState: code, isPermanent: permanent)
+                )
+            )
             context.close(promise: nil)
         default:
             // ParameterStatus (already recorded), NoticeResponse, NegotiateProtocolVersion.

@@ -429,6 +429,8 @@ public struct ClientSession: Sendable {
         case .timeout: sqlState = PGSQLState.tooManyConnections
         case .connectFailed: sqlState = PGSQLState.connectionFailure
         case .shuttingDown: sqlState = PGSQLState.adminShutdown
+        // The server's own SQLSTATE and message, as a direct connection would have had them.
+        case .refused: sqlState = error.connectError?.sqlState ?? PGSQLState.connectionFailure
         default: return
         }
         if case .loggingIn = self.state {

@@ -27,7 +27,9 @@ struct LifeguardMetricTests {
     @Test("bounded labels expose their value sets")
     func labelValueSets() {
         #expect(
-            LifeguardMetric.poolConnectionErrorsTotal.labelValues == ["connect", "auth", "timeout", "server", "broken"]
+            LifeguardMetric.poolConnectionErrorsTotal.labelValues == [
+                "connect", "auth", "timeout", "server", "rejected", "broken",
+            ]
         )
         #expect(
             LifeguardMetric.poolConnectionsClosedTotal.labelValues == [

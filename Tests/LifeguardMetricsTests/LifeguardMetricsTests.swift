@@ -109,6 +109,7 @@ struct LifeguardMetricsTests {
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="auth"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="timeout"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="server"} 0
+        lifeguard_pool_connection_errors_total{database="app",user="alice",reason="rejected"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="broken"} 0
         # HELP lifeguard_pool_connections_closed_total Server connections closed by the pool, by reason.
         # TYPE lifeguard_pool_connections_closed_total counter
@@ -316,7 +317,7 @@ struct LifeguardMetricsTests {
         // A raw line feed in a name would split a sample line: every line of the pool is one whole sample.
         let poolLines = lines.filter { !$0.hasPrefix("lifeguard_client_") && !$0.hasPrefix("lifeguard_build_info") }
             .filter { !$0.hasPrefix("lifeguard_config_") }
-        #expect(poolLines.count == 89)  // as in the golden exposition
+        #expect(poolLines.count == 90)  // as in the golden exposition
         #expect(poolLines.allSatisfy { $0.contains(labels) })
     }
 

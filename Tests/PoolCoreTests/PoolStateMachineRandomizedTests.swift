@@ -116,7 +116,14 @@ struct RandomPoolDriver {
         case 37..<41:
             if let id = self.pick(self.connecting) {
                 let reason = ConnectionErrorReason.allCases[self.next(ConnectionErrorReason.allCases.count)]
-                try self.apply(.connectFailed(id, ConnectError(reason: reason, message: "failure \(self.eventCount)")))
+                // Now and then a refusal that will not pass, which fails the waiters at once.
+                let permanent = self.next(4) == 0
+                try self.apply(
+                    .connectFailed(
+                        id,
+                        ConnectError(reason: reason, message: "failure \(self.eventCount)", isPermanent: permanent)
+                    )
+                )
             }
         case 41..<56:
             if let id = self.pick(self.leased.keys) {
@@ -285,6 +292,12 @@ struct RandomPoolDriver {
                 try self.require(event == .requestCancelled(request), "cancelled without being asked")
             case .shuttingDown:
                 break
+            case .refused:
+                guard case .connectFailed(_, let refusal) = event else {
+                    return try self.require(false, "\(request) refused without a failed connect")
+                }
+                try self.require(refusal.isPermanent, "refused after a refusal that may pass")
+                try self.require(self.open.isEmpty, "refused while connections are open")
             default:
                 try self.require(false, "unknown code \(error.code)")
             }

@@ -476,6 +476,58 @@ import Testing
         #expect(pool.stats.connectionErrors[.connect] == 1)
     }
 
+    @Test func aPermanentRefusalFailsEveryWaiterAtOnceWithTheServersWords() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        let first = pool.request(0)
+        #expect(first.contains(.createConnection(C(0))))
+        _ = pool.request(1)
+        let refusal = ConnectError(
+            reason: .rejected,
+            message: "database \"nosuch\" does not exist",
+            sqlState: "3D000",
+            isPermanent: true
+        )
+        let failed = pool.send(.connectFailed(C(0), refusal))
+        let error = try #require(failed.failure(of: R(0)))
+        #expect(error.code == .refused)
+        #expect(error.message == "database \"nosuch\" does not exist")
+        #expect(error.connectError == refusal)
+        #expect(failed.failure(of: R(1)) == error, "every waiter, in arrival order")
+        #expect(pool.stats.waiting == 0)
+        #expect(pool.stats.connectionErrors[.rejected] == 1)
+        // The request timers go with them.
+        #expect(failed.contains { if case .cancelTimer = $0 { true } else { false } })
+
+        // The next client gets an attempt of its own at once (the database may exist by now), not the backoff.
+        #expect(pool.request(2).contains(.createConnection(C(1))))
+        // One at a time.
+        #expect(!pool.request(3).contains { if case .createConnection = $0 { true } else { false } })
+        let established = pool.establish(1)
+        #expect(established.contains(.lease(C(1), to: R(2))))
+    }
+
+    @Test func aPermanentRefusalLeavesWaitersToTheConnectionsAlreadyOpen() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
+        _ = pool.request(0)
+        _ = pool.establish(0)
+        // The first connection is leased; a second client waits while a second connection is opened.
+        let second = pool.request(1)
+        #expect(second.contains(.createConnection(C(1))))
+        let refusal = ConnectError(reason: .auth, message: "password authentication failed", isPermanent: true)
+        let failed = pool.send(.connectFailed(C(1), refusal))
+        #expect(failed.failure(of: R(1)) == nil, "a connection is open: the waiter is served by its release")
+        #expect(pool.release(0).contains(.lease(C(0), to: R(1))))
+    }
+
+    @Test func aPassingRefusalKeepsWaitersWaiting() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        _ = pool.request(0)
+        let busy = ConnectError(reason: .server, message: "sorry, too many clients already", sqlState: "53300")
+        let failed = pool.send(.connectFailed(C(0), busy))
+        #expect(failed.failure(of: R(0)) == nil)
+        #expect(pool.stats.waiting == 1)
+    }
+
     // MARK: reconfigure
 
     @Test func growingThePoolServesWaiters() {

@@ -249,6 +249,54 @@ import Testing
         #expect(messages.last == .readyForQuery(.idle))
     }
 
+    @Test(arguments: [PoolMode.session, .transaction, .statement])
+    func aLoginTheServerRefusesIsFatalWithTheServersWords(mode: PoolMode) {
+        var harness = SessionHarness()
+        // Not cached: the login borrows a server connection in every mode.
+        harness.start(mode: mode, cached: false)
+        _ = harness.requested(token: 1, request: 1)
+        let refusal = ConnectError(
+            reason: .rejected,
+            message: "database \"nosuch\" does not exist",
+            sqlState: "3D000",
+            isPermanent: true
+        )
+        let error = PoolError(code: .refused, message: refusal.message, connectError: refusal)
+        let actions = harness.send { $0.leaseFailed(token: 1, error, into: &$1) }
+        #expect(actions.last == "close")
+        // After AuthenticationOk, as PostgreSQL says it: the database is looked up once the role is authenticated.
+        #expect(
+            harness.clientMessages().dropFirst() == [
+                .errorResponse(
+                    .error(sqlState: "3D000", message: "database \"nosuch\" does not exist", severity: .fatal)
+                )
+            ]
+        )
+    }
+
+    @Test func aRefusalAfterLoginInTransactionModeIsAnErrorAndTheClientStays() {
+        var harness = SessionHarness()
+        harness.start(mode: .transaction)
+        _ = harness.clientMessages()
+        _ = harness.frames([.query("select 1")])
+        _ = harness.requested(token: 1, request: 1)
+        let refusal = ConnectError(reason: .auth, message: "role \"gone\" does not exist", sqlState: "28000")
+        _ = harness.send {
+            $0.leaseFailed(
+                token: 1,
+                PoolError(code: .refused, message: refusal.message, connectError: refusal),
+                into: &$1
+            )
+        }
+        #expect(
+            harness.clientMessages() == [
+                .errorResponse(.error(sqlState: "28000", message: "role \"gone\" does not exist")),
+                .readyForQuery(.idle),
+            ]
+        )
+        #expect(!harness.session.isClosed)
+    }
+
     @Test func statementModeRollsBackAndRefusesATransactionBlock() {
         var harness = SessionHarness()
         harness.relaying("BEGIN", mode: .statement, request: 1)

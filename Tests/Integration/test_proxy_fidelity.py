@@ -1,0 +1,106 @@
+"""What PostgreSQL says reaches the client as PostgreSQL says it: the same client, once directly and once through
+Lifeguard, must see the same thing, in every pool mode the behaviour applies to.
+
+Login refusals that will not pass by waiting (a database that does not exist, a role the server does not know) are
+relayed at once with the server's own SQLSTATE, severity and message, not retried until pool_timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import targets
+import wire
+
+MODES = ["session", "transaction", "statement"]
+
+
+def login_error(port: int, user: str, database: str) -> tuple[dict[str, str], float]:
+    """The ErrorResponse a raw client gets at startup (or else for its first query), and how long it took."""
+    started = time.monotonic()
+    with wire.RawClient(port, timeout=30) as client:
+        messages = client.startup(user=user, database=database)
+        errs = wire.errors(messages)
+        if not errs and messages[-1][0] == b"Z":
+            errs = wire.errors(client.simple_query("select 1"))
+    took = time.monotonic() - started
+    assert errs, f"no error for {user}@{database}"
+    return errs[0], took
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "case, user, database",
+    [
+        ("unknown database", "app", "fidelity_no_such_db"),
+        ("unknown role", "fidelity_no_such_role", "appdb"),
+    ],
+)
+def test_a_login_the_server_refuses_is_relayed_at_once(mode, case, user, database, pooler, postgres):
+    # A long pool_timeout: waiting it out would show.
+    target = pooler(mode=mode, pool_timeout="10s")
+    direct, _ = login_error(postgres.port, user, database)
+    through, took = login_error(target.port, user, database)
+    assert took < 1, f"{case}: the refusal came after {took:.2f}s (pool_timeout 10s)"
+    for field, name in (("S", "severity"), ("C", "SQLSTATE"), ("M", "message")):
+        assert through.get(field) == direct.get(field), (
+            f"{case}, {mode} mode: {name} {through.get(field)!r} through Lifeguard, {direct.get(field)!r} directly"
+        )
+    # Again: every client gets its own answer (the database may exist by now), not a cached one.
+    again, took = login_error(target.port, user, database)
+    assert (again.get("C"), took < 1) == (direct.get("C"), True), (again, took)
+    if targets.TARGET == "lifeguard":
+        # The pool the refused name created is gone again, series included: typos must not pile up pools.
+        assert target.metrics().find("lifeguard_pool_size", database=database, user=user) == []
+    # Everyone else is served as before.
+    with target.connect() as conn:
+        assert conn.execute("select 'still served'").fetchone() == ("still served",)
+
+
+def test_a_refusal_once_fixed_is_not_remembered(pooler, postgres):
+    """A database created after a refusal is served at once: the refusal is not cached."""
+    target = pooler(mode="transaction", pool_timeout="10s")
+    name = "fidelity_created_later"
+    postgres.psql(f"DROP DATABASE IF EXISTS {name}", user=postgres.superuser, dbname="postgres")
+    first, _ = login_error(target.port, "app", name)
+    assert first.get("C") == "3D000", first
+    postgres.psql(f"CREATE DATABASE {name} OWNER app", user=postgres.superuser, dbname="postgres")
+    try:
+        started = time.monotonic()
+        with target.connect(dbname=name) as conn:
+            assert conn.execute("select current_database()").fetchone() == (name,)
+        assert time.monotonic() - started < 1
+    finally:
+        postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", user=postgres.superuser, dbname="postgres")
+
+
+def test_waiting_clients_are_told_together(pooler, postgres):
+    """Clients that asked at the same moment all get the refusal, well before pool_timeout."""
+    target = pooler(mode="session", pool_timeout="10s")
+    results: list[tuple[dict[str, str], float]] = []
+    threads = [threading.Thread(target=lambda: results.append(login_error(target.port, "app", "fidelity_nope")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert len(results) == 4, results
+    for err, took in results:
+        assert err.get("C") == "3D000" and took < 1, (err, took)
+
+
+def test_a_configured_pool_counts_refusals_by_reason_and_stays(pooler, postgres):
+    """A [databases] entry whose server database does not exist: refused at once, counted as `rejected`."""
+    targets.require_lifeguard("its /metrics")
+    target = pooler(mode="transaction", pool_timeout="10s",
+                    databases={"ghost": postgres.dsn(dbname="fidelity_ghost"), "appdb": postgres.dsn()})
+    err, took = login_error(target.port, "app", "ghost")
+    assert err.get("C") == "3D000" and took < 1, (err, took)
+    assert '"fidelity_ghost"' in err.get("M", ""), err
+    errors = target.metrics().value("lifeguard_pool_connection_errors_total", database="ghost", user="app",
+                                    reason="rejected")
+    assert errors == 1, errors
+    with target.connect() as conn:
+        assert conn.execute("select 'still served'").fetchone() == ("still served",)
