@@ -237,6 +237,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             if error.code == .refused, let pool = self.pool { self.proxy.dropRefused(pool) }
             self.session.leaseFailed(token: token, error, into: &self.actions)
         case .commandFinished(_, let purpose, let outcome):
+            if case .applyParameters(let changes) = purpose, case .finished(nil, _, let reported) = outcome {
+                self.pool?.learnSpellings(changes, reported)
+            }
             self.session.serverCommandFinished(purpose, outcome, into: &self.actions)
         case .serverFrames(let request, let frames):
             self.session.serverFrames(request, frames, into: &self.actions)
@@ -375,6 +378,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                     secret: self.proxy.secret(for: user)
                 ),
                 cachedParameters: pool.cachedParameters,
+                spellings: pool.spellings,
                 cancelKey: key,
                 resetQuery: configuration.resetQuery
             )

@@ -18,6 +18,7 @@ final class ProxyPool: Sendable {
     private let parameterCache = ParameterCache()
     /// The last client's wanted parameters; clients of one application usually want the same, and share its storage.
     private let lastWanted = Mutex(SessionParameters())
+    private let learnedSpellings = Mutex(ParameterSpellings())
 
     init(
         route: ProxyRoute,
@@ -51,6 +52,14 @@ final class ProxyPool: Sendable {
 
     /// The server's startup ParameterStatus set, once any server connection of this pool reported it.
     var cachedParameters: [(name: String, value: String)]? { self.parameterCache.parameters }
+
+    /// How this pool's servers report the values clients asked for, as far as `SET`s have shown.
+    var spellings: ParameterSpellings { self.learnedSpellings.withLock { $0 } }
+
+    func learnSpellings(_ changes: [(name: String, value: String)], _ reported: [(name: String, value: String)]) {
+        guard !reported.isEmpty else { return }
+        self.learnedSpellings.withLock { $0.learn(changes, reported) }
+    }
 
     /// `wanted`, or an equal value whose storage other clients already share (less memory per idle client).
     func shared(_ wanted: SessionParameters) -> SessionParameters {

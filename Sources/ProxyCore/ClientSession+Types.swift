@@ -38,6 +38,9 @@ public struct ClientLogin: Sendable {
     /// The startup ParameterStatus set of the pool's servers, once one reported it: in transaction and statement
     /// mode a client is greeted with it without waiting for a server connection.
     public var cachedParameters: [(name: String, value: String)]?
+    /// How the pool's server spells values clients asked for (parameter → asked → reported, ``ParameterSpellings``):
+    /// a client greeted from ``cachedParameters`` is told what PostgreSQL would have said (`UTF8` for `utf8`).
+    public var spellings: ParameterSpellings
     /// The BackendKeyData Lifeguard gives the client (its CancelRequest finds the server connection it holds).
     public var cancelKey: PGCancelRequest
     public var resetQuery: String?
@@ -46,9 +49,11 @@ public struct ClientLogin: Sendable {
         mode: PoolMode,
         authentication: PGServerAuthenticationStateMachine,
         cachedParameters: [(name: String, value: String)]?,
+        spellings: ParameterSpellings = ParameterSpellings(),
         cancelKey: PGCancelRequest,
         resetQuery: String?
     ) {
+        self.spellings = spellings
         self.mode = mode
         self.authentication = authentication
         self.cachedParameters = cachedParameters

@@ -56,6 +56,7 @@ public struct ClientSession: Sendable {
     private var user = ""
     private var resetQuery: String?
     private var cachedParameters: [(name: String, value: String)]?
+    private var spellings = ParameterSpellings()
     private var cancelKey: PGCancelRequest?
     /// What the client expects its server's run-time parameters to be (see ``SessionParameters``).
     public private(set) var parameters = SessionParameters()
@@ -170,6 +171,7 @@ public struct ClientSession: Sendable {
         case .admitted(let login):
             self.mode = login.mode
             self.cachedParameters = login.cachedParameters
+            self.spellings = login.spellings
             self.cancelKey = login.cancelKey
             self.resetQuery = login.resetQuery
             var machine = login.authentication
@@ -190,11 +192,12 @@ public struct ClientSession: Sendable {
         case .authenticated(let messages):
             for message in messages { self.write(message) }
             self.state = .loggingIn(.none)
-            if self.mode == .session || self.cachedParameters == nil {
-                // Session mode holds a server from now on; the other modes borrow one once to learn its parameters.
-                self.requestLease(into: &actions)
+            if self.mode != .session, let cached = self.cachedParameters, self.spellAsTheServer(cached) {
+                self.greet(serverParameters: cached, into: &actions)
             } else {
-                self.greet(serverParameters: self.cachedParameters ?? [], into: &actions)
+                // Session mode holds a server from now on; the other modes borrow one to learn its parameters, or
+                // how it spells a value the client asked for.
+                self.requestLease(into: &actions)
             }
         case .fail(let fields, let reason):
             actions.append(.rejected(reason == .protocolViolation ? .protocol : .auth))
@@ -204,6 +207,19 @@ public struct ClientSession: Sendable {
             self.write(.errorResponse(fields))
             self.close(into: &actions)
         }
+    }
+
+    /// Whether every reported parameter the client asked for is known as the server would report it; if so, the
+    /// client's values take the server's spelling. A value the server has not reported yet needs a server connection.
+    private mutating func spellAsTheServer(_ server: [(name: String, value: String)]) -> Bool {
+        var spelled: [(name: String, value: String)] = []
+        for (name, value) in self.parameters.values where SessionParameters.reported.contains(name) {
+            if server.contains(where: { $0.name == name && $0.value == value }) { continue }
+            guard let spelling = self.spellings.spelling(of: name, value) else { return false }
+            spelled.append((name, spelling))
+        }
+        for (name, value) in spelled { self.parameters[name] = value }
+        return true
     }
 
     /// AuthenticationOk was sent: ParameterStatus, BackendKeyData, ReadyForQuery(I).
@@ -402,10 +418,17 @@ public struct ClientSession: Sendable {
         let lease = ServerLease(granted)
         self.serverStatements = granted.preparedStatements
         if case .loggingIn = self.state, self.mode != .session {
-            // Borrowed only to learn the server's parameters.
-            self.setLink(.none)
-            self.giveBack(lease, .release, into: &actions)
-            self.greet(serverParameters: granted.parameters, into: &actions)
+            if granted.changes.isEmpty {
+                // Borrowed only to learn the server's parameters.
+                self.setLink(.none)
+                self.giveBack(lease, .release, into: &actions)
+                self.greet(serverParameters: granted.parameters, into: &actions)
+                return
+            }
+            // ... and how it reports the client's values: the SETs' ParameterStatus is what the greeting says.
+            self.setLink(.preparing(lease))
+            actions.append(.runCommand(lease, .applyParameters(granted.changes)))
+            self.greetingParameters = granted.parameters
             return
         }
         actions.append(.cancelTarget(lease.server))
@@ -489,15 +512,18 @@ public struct ClientSession: Sendable {
             case .finished(nil, .idle, let reported):
                 // The server's normalized values ("ISO, MDY" for "ISO") become the client's, so they match next time.
                 for (name, value) in reported { self.parameters[name] = value }
-                let greeting = self.greetingParameters
+                let greeting = self.greetingParameters.map { entry in
+                    (entry.name, reported.first { $0.name == entry.name }?.value ?? entry.value)
+                }
                 self.greetingParameters = []
-                self.activate(
-                    lease,
-                    parameters: greeting.map { entry in
-                        (entry.name, reported.first { $0.name == entry.name }?.value ?? entry.value)
-                    },
-                    into: &actions
-                )
+                if case .loggingIn = self.state, self.mode != .session {
+                    // Borrowed for the greeting only (transaction and statement mode).
+                    self.setLink(.none)
+                    self.giveBack(lease, .release, into: &actions)
+                    self.greet(serverParameters: greeting, into: &actions)
+                } else {
+                    self.activate(lease, parameters: greeting, into: &actions)
+                }
             case .finished(let error, let status, _):
                 self.setLink(.none)
                 actions.append(.cancelTarget(nil))

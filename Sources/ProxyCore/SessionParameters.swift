@@ -1,5 +1,36 @@
 import PGWire
 
+/// How a server reports values that clients set (`client_encoding` `utf8` → `UTF8`, `DateStyle` `iso` → `ISO, MDY`),
+/// learned from the ParameterStatus that answered Lifeguard's `SET`s.
+public struct ParameterSpellings: Sendable {
+    /// Per parameter, at most this many spellings are kept (application names can be unique per process).
+    public static let limitPerParameter = 256
+
+    private var reported: [String: [String: String]] = [:]
+
+    public init() {}
+
+    /// What the server reports for `name` set to `value`, if known. PostgreSQL keeps a printable ASCII
+    /// `application_name` shorter than 64 bytes as it is; other values must have been seen.
+    public func spelling(of name: String, _ value: String) -> String? {
+        if name == "application_name", value.utf8.count < 64, value.utf8.allSatisfy({ (32...126).contains($0) }) {
+            return value
+        }
+        return self.reported[name]?[value]
+    }
+
+    /// Records the reports of `SET`s: `changes` as asked, `reported` as the server reported them (same names).
+    public mutating func learn(_ changes: [(name: String, value: String)], _ reported: [(name: String, value: String)])
+    {
+        for (name, value) in reported {
+            guard let asked = changes.last(where: { $0.name == name })?.value else { continue }
+            if self.reported[name]?[asked] == value { continue }
+            if (self.reported[name]?.count ?? 0) >= Self.limitPerParameter { continue }
+            self.reported[name, default: [:]][asked] = value
+        }
+    }
+}
+
 /// The run-time parameters a client expects its server connection to have, and the `SET`s that make a server match.
 ///
 /// In transaction and statement mode a client gets a different server connection for each transaction, so, like

@@ -104,3 +104,43 @@ def test_a_configured_pool_counts_refusals_by_reason_and_stays(pooler, postgres)
     assert errors == 1, errors
     with target.connect() as conn:
         assert conn.execute("select 'still served'").fetchone() == ("still served",)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ParameterStatus
+
+
+def parameter_status(port: int, **params: str) -> dict[str, str]:
+    """The ParameterStatus values a raw client is greeted with."""
+    with wire.RawClient(port, timeout=10) as client:
+        messages = client.startup(**params)
+        assert messages[-1][0] == b"Z", messages
+        return {name.decode(): value.decode()
+                for kind, payload in messages if kind == b"S"
+                for name, value, _ in [payload.split(b"\0")]}
+
+
+SPELLINGS = [
+    {"client_encoding": "utf8"},
+    {"client_encoding": "eucjp"},
+    {"client_encoding": "utf-8", "DateStyle": "iso", "TimeZone": "utc"},
+    {"application_name": "fidelity app", "IntervalStyle": "ISO_8601"},
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("params", SPELLINGS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
+def test_parameter_status_is_the_servers_spelling(mode, params, pooler, postgres):
+    target = pooler(mode=mode)
+    direct = parameter_status(postgres.port, **params)
+    # The first client teaches the pool how the server spells the values; the second is greeted from what it learnt.
+    for attempt in ("first", "second"):
+        through = parameter_status(target.port, **params)
+        for name in params:
+            assert through.get(name) == direct.get(name), (
+                f"{mode} mode, {attempt} client: {name} is {through.get(name)!r} through Lifeguard, "
+                f"{direct.get(name)!r} directly"
+            )
+    # The connection the client then gets speaks the encoding it was told.
+    with target.connect(client_encoding=params.get("client_encoding", "UTF8")) as conn:
+        assert conn.execute("show client_encoding").fetchone()[0] == direct["client_encoding"]

@@ -297,6 +297,60 @@ import Testing
         #expect(!harness.session.isClosed)
     }
 
+    /// The greeting's ParameterStatus values for `names`.
+    static func reported(_ messages: [PGBackendMessage], _ name: String) -> String? {
+        for case .parameterStatus(name, let value) in messages { return value }
+        return nil
+    }
+
+    @Test(arguments: [PoolMode.transaction, .statement])
+    func aValueTheServerSpellsOtherwiseIsGreetedInTheServersSpelling(mode: PoolMode) {
+        var harness = SessionHarness()
+        let startup = PGStartupMessage(user: "app", database: "app", options: [("client_encoding", "utf8")])
+        _ = harness.send { $0.startupReceived(startup, into: &$1) }
+        // Cached parameters, but not how the server spells "utf8": a server connection is borrowed for the greeting.
+        let login = harness.login(mode: mode)
+        let admitted = harness.send { $0.admissionDecided(.admitted(login), into: &$1) }
+        #expect(admitted.contains("requestLease(1)"), "\(admitted)")
+        _ = harness.requested(token: 1, request: 1)
+        let changes = [(name: "client_encoding", value: "utf8")]
+        #expect(
+            harness.grant(token: 1, request: 1, server: "a", changes: changes.map { ($0.name, $0.value) })
+                == ["runCommand(R1, SET \"client_encoding\" TO 'utf8')"]
+        )
+        let finished = harness.send {
+            $0.serverCommandFinished(
+                .applyParameters(changes),
+                .finished(error: nil, status: .idle, reported: [(name: "client_encoding", value: "UTF8")]),
+                into: &$1
+            )
+        }
+        #expect(finished.first == "giveBack(R1, release)")
+        #expect(finished.contains("flushClient"))
+        let greeting = harness.clientMessages()
+        #expect(Self.reported(greeting, "client_encoding") == "UTF8")
+        #expect(greeting.last == .readyForQuery(.idle))
+        #expect(harness.session.parameters["client_encoding"] == "UTF8")
+    }
+
+    @Test func aKnownSpellingNeedsNoServerConnectionAtLogin() {
+        var harness = SessionHarness()
+        let startup = PGStartupMessage(
+            user: "app",
+            database: "app",
+            options: [("client_encoding", "utf8"), ("application_name", "billing")]
+        )
+        _ = harness.send { $0.startupReceived(startup, into: &$1) }
+        var login = harness.login(mode: .transaction)
+        login.spellings.learn([(name: "client_encoding", value: "utf8")], [(name: "client_encoding", value: "UTF8")])
+        let admitted = harness.send { $0.admissionDecided(.admitted(login), into: &$1) }
+        #expect(!admitted.contains { $0.hasPrefix("requestLease") }, "\(admitted)")
+        let greeting = harness.clientMessages()
+        #expect(Self.reported(greeting, "client_encoding") == "UTF8")
+        // A printable ASCII application_name is reported as given.
+        #expect(harness.session.parameters["application_name"] == "billing")
+    }
+
     @Test func statementModeRollsBackAndRefusesATransactionBlock() {
         var harness = SessionHarness()
         harness.relaying("BEGIN", mode: .statement, request: 1)
