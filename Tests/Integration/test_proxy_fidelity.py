@@ -144,3 +144,42 @@ def test_parameter_status_is_the_servers_spelling(mode, params, pooler, postgres
     # The connection the client then gets speaks the encoding it was told.
     with target.connect(client_encoding=params.get("client_encoding", "UTF8")) as conn:
         assert conn.execute("show client_encoding").fetchone()[0] == direct["client_encoding"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The server's FATAL
+
+
+def idle_in_transaction_timeout(port: int) -> list[tuple[str, str]]:
+    """BEGIN with idle_in_transaction_session_timeout 300 ms, then idle: what the client reads until the end."""
+    with wire.RawClient(port, timeout=10) as client:
+        messages = client.startup(options="-c idle_in_transaction_session_timeout=300")
+        assert messages[-1][0] == b"Z", messages
+        begun = client.simple_query("BEGIN")
+        assert begun[-1] == (b"Z", b"T"), begun
+        time.sleep(1)
+        seen: list[tuple[str, str]] = []
+        while True:
+            try:
+                kind, payload = client.read_message()
+            except wire.Closed:
+                seen.append(("closed", ""))
+                return seen
+            if kind == b"E":
+                fields = wire.error_fields(payload)
+                seen.append((fields.get("S", ""), fields.get("C", "")))
+            elif kind != b"N":
+                seen.append((kind.decode(), ""))
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_fatal_from_the_server_reaches_the_client_as_sent_and_ends_its_session(mode, pooler, postgres):
+    """idle_in_transaction_session_timeout: PostgreSQL sends FATAL 25P03 and closes. A client holding that server
+    connection (session mode; transaction mode inside its transaction) reads the same FATAL, then its connection
+    ends, as directly; the pool replaces the server connection and serves the next client."""
+    target = pooler(mode=mode)
+    direct = idle_in_transaction_timeout(postgres.port)
+    assert direct == [("FATAL", "25P03"), ("closed", "")], direct
+    assert idle_in_transaction_timeout(target.port) == direct
+    with target.connect() as conn:
+        assert conn.execute("select 'next client served'").fetchone() == ("next client served",)
