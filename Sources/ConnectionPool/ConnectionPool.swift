@@ -238,6 +238,13 @@ where Clock.Instant == ContinuousClock.Instant {
         self.handle(.connectionBroken(connection.id, lease: request, reason))
     }
 
+    /// Gives a leased connection back to be closed, not reused: it works, but is not fit for another client.
+    /// Counted as a close for `reason`, not as an error.
+    @inlinable
+    public func retire(_ connection: Connection, lease request: RequestID, reason: CloseReason) {
+        self.handle(.connectionRetired(connection.id, lease: request, reason))
+    }
+
     @inlinable
     public func discard(_ lease: PoolLease<Connection>, reason: ConnectionErrorReason = .broken) {
         self.discard(lease.connection, lease: lease.request, reason: reason)

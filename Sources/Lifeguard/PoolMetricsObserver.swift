@@ -68,6 +68,8 @@ struct PoolMetricsObserver: PoolObserver {
         case .idle: .idle
         case .pingFailed: .pingFailed
         case .error: .error
+        case .dirty: .dirty
+        case .resetFailed: .resetFailed
         case .overflow: .overflow
         case .shutdown: .shutdown
         }

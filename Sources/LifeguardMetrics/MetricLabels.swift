@@ -48,8 +48,12 @@ public enum ConnectionCloseReason: String, Sendable, CaseIterable {
     case idle
     /// Failed the `pre_ping` check.
     case pingFailed = "ping_failed"
-    /// Broken or in an unusable state.
+    /// Broken (also counted in `lifeguard_pool_connection_errors_total`).
     case error
+    /// Given back unfit for another client: replies still owed (its client left mid-query), inside COPY.
+    case dirty
+    /// The commands that reset it for the next client failed.
+    case resetFailed = "reset_failed"
     /// An overflow connection returned when the pool no longer needed it.
     case overflow
     /// Closed while draining or shutting down.

@@ -24,6 +24,11 @@ public enum CloseReason: String, CaseIterable, Sendable {
     case pingFailed = "ping_failed"
     /// Reported broken.
     case error
+    /// Given back unfit for another client: replies still owed (its client left mid-query), inside COPY, or a
+    /// command was still running.
+    case dirty
+    /// The commands that reset it for the next client (`ROLLBACK`, `reset_query`, `DEALLOCATE ALL`) failed.
+    case resetFailed = "reset_failed"
     /// Not needed: `pool_size` connections are already idle, or the pool is above its (reduced) limit.
     case overflow
     /// The pool is shutting down.

@@ -19,6 +19,9 @@ public enum PoolEvent: Sendable, Equatable {
     /// A connection broke: while leased with `lease` (a stale lease is ignored, as for a release), or, with no
     /// lease named, while idle or being pinged.
     case connectionBroken(ConnectionID, lease: RequestID?, ConnectionErrorReason)
+    /// The holder of `lease` gives the connection back to be closed: it works, but is not fit for another client
+    /// (replies still owed, a reset that failed). Part of normal work, not an error.
+    case connectionRetired(ConnectionID, lease: RequestID, CloseReason)
     /// A ping asked for by ``PoolAction/ping(_:for:)`` answered.
     case pingSucceeded(ConnectionID)
     /// A ping asked for by ``PoolAction/ping(_:for:)`` failed.

@@ -83,6 +83,8 @@ public struct PoolStateMachine: Sendable {
             self.connectionReleased(id, lease: lease, now: now)
         case .connectionBroken(let id, let lease, let reason):
             self.connectionBroken(id, lease: lease, reason: reason, now: now)
+        case .connectionRetired(let id, let lease, let reason):
+            self.connectionBroken(id, lease: lease, reason: nil, closing: reason, now: now)
         case .pingSucceeded(let id):
             self.pingSucceeded(id, now: now)
         case .pingFailed(let id):
@@ -200,10 +202,13 @@ public struct PoolStateMachine: Sendable {
         self.connectionAvailable(id, openedAt: lease.openedAt, now: now)
     }
 
+    /// Closes a connection that broke (`reason`, counted as an error) or that its holder retired (`reason` nil:
+    /// closed for `closing`, no error).
     private mutating func connectionBroken(
         _ id: ConnectionID,
         lease request: RequestID?,
-        reason: ConnectionErrorReason,
+        reason: ConnectionErrorReason?,
+        closing: CloseReason = .error,
         now: PoolInstant
     ) {
         switch self.connections[id] {
@@ -222,8 +227,8 @@ public struct PoolStateMachine: Sendable {
         case .connecting, nil:
             return
         }
-        self.observe(.connectionErrored(reason))
-        self.close(id, .error)
+        if let reason { self.observe(.connectionErrored(reason)) }
+        self.close(id, closing)
         self.afterClose(now: now)
     }
 

@@ -313,7 +313,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             server.detach(lease.request)
             server.putBack(preparedStatements: preparedStatements)
             if let pool = self.pool {
-                ServerReturn.run(plan, server: server, lease: lease.request, pool: pool, mode: self.session.poolMode)
+                ServerReturn.run(
+                    plan,
+                    server: server,
+                    lease: lease.request,
+                    ledger: lease.ledger,
+                    pool: pool,
+                    mode: self.session.poolMode
+                )
             }
         case .cancelTarget(let server):
             self.cancelTarget?.set(server.map { Self.server($0) })

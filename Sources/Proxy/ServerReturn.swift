@@ -6,19 +6,39 @@ import ProxyCore
 /// Carries out a ``ReturnPlan`` decided by the session: the connection goes back to its pool under the lease that
 /// held it, after the plan's commands, or is closed.
 enum ServerReturn {
-    static func run(_ plan: ReturnPlan, server: ServerConnection, lease: RequestID, pool: ProxyPool, mode: PoolMode) {
+    /// - Parameter ledger: what the connection owed when it was given back; a FATAL in it means the server ended it.
+    static func run(
+        _ plan: ReturnPlan,
+        server: ServerConnection,
+        lease: RequestID,
+        ledger: ServerLedger,
+        pool: ProxyPool,
+        mode: PoolMode
+    ) {
         switch plan {
         case .release:
             pool.pool.release(server, lease: lease)
         case .discard:
-            pool.pool.discard(server, lease: lease)
+            // A connection that still works is closed as unfit for reuse, which is normal work; one that is gone
+            // or going (the server closed it, or said FATAL) broke.
+            if server.isActive && !ledger.fatal {
+                pool.pool.retire(server, lease: lease, reason: .dirty)
+            } else {
+                pool.pool.discard(server, lease: lease)
+            }
         case .reset(let commands):
             guard server.isActive else {
                 pool.pool.discard(server, lease: lease)
                 return
             }
             Self.run(commands[...], on: server).whenComplete { result in
-                guard case .success(true) = result else {
+                switch result {
+                case .success(true):
+                    break
+                case .success(false):
+                    pool.pool.retire(server, lease: lease, reason: .resetFailed)
+                    return
+                case .failure:
                     pool.pool.discard(server, lease: lease)
                     return
                 }

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import harness
 import targets
 import wire
 
@@ -183,3 +184,34 @@ def test_a_fatal_from_the_server_reaches_the_client_as_sent_and_ends_its_session
     assert idle_in_transaction_timeout(target.port) == direct
     with target.connect() as conn:
         assert conn.execute("select 'next client served'").fetchone() == ("next client served",)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Counting closes as what they are
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_client_gone_mid_query_is_a_close_not_a_broken_connection(mode, pooler, postgres):
+    """A client that disconnects while its query runs leaves a server connection that still owes the reply: it is
+    closed (reason dirty), which is normal work; lifeguard_pool_connection_errors_total{reason="broken"}, which
+    pages someone, stays at 0. A server connection that PostgreSQL ends is still counted as broken."""
+    targets.require_lifeguard("its /metrics")
+    user = targets.role(postgres, "fidelity_gone")
+    target = pooler(mode=mode)
+    pool = {"database": "appdb", "user": user}
+    for _ in range(3):
+        client = wire.RawClient(target.port, timeout=10)
+        assert client.startup(user=user)[-1][0] == b"Z"
+        client.send(wire.query("select pg_sleep(0.5)"))
+        time.sleep(0.1)
+        client.close()
+
+    def counted():
+        return target.metrics().value("lifeguard_pool_connections_closed_total", reason="dirty", **pool) == 3
+
+    harness.wait_until(counted, 10, what="three dirty closes")
+    metrics = target.metrics()
+    assert metrics.value("lifeguard_pool_connection_errors_total", reason="broken", **pool) == 0
+    assert metrics.value("lifeguard_pool_connections_closed_total", reason="error", **pool) == 0
+    with target.connect(user=user) as conn:
+        assert conn.execute("select 'served'").fetchone() == ("served",)

@@ -33,7 +33,7 @@ struct LifeguardMetricTests {
         )
         #expect(
             LifeguardMetric.poolConnectionsClosedTotal.labelValues == [
-                "recycle", "idle", "ping_failed", "error", "overflow", "shutdown",
+                "recycle", "idle", "ping_failed", "error", "dirty", "reset_failed", "overflow", "shutdown",
             ]
         )
         #expect(LifeguardMetric.clientRejectedTotal.labelValues == ["max_client_conn", "auth", "protocol"])

@@ -117,6 +117,8 @@ struct LifeguardMetricsTests {
         lifeguard_pool_connections_closed_total{database="app",user="alice",reason="idle"} 0
         lifeguard_pool_connections_closed_total{database="app",user="alice",reason="ping_failed"} 0
         lifeguard_pool_connections_closed_total{database="app",user="alice",reason="error"} 0
+        lifeguard_pool_connections_closed_total{database="app",user="alice",reason="dirty"} 0
+        lifeguard_pool_connections_closed_total{database="app",user="alice",reason="reset_failed"} 0
         lifeguard_pool_connections_closed_total{database="app",user="alice",reason="overflow"} 0
         lifeguard_pool_connections_closed_total{database="app",user="alice",reason="shutdown"} 0
         # HELP lifeguard_pool_leaks_suspected_total Holds of a server connection that passed leak_threshold.
@@ -317,7 +319,7 @@ struct LifeguardMetricsTests {
         // A raw line feed in a name would split a sample line: every line of the pool is one whole sample.
         let poolLines = lines.filter { !$0.hasPrefix("lifeguard_client_") && !$0.hasPrefix("lifeguard_build_info") }
             .filter { !$0.hasPrefix("lifeguard_config_") }
-        #expect(poolLines.count == 90)  // as in the golden exposition
+        #expect(poolLines.count == 92)  // as in the golden exposition
         #expect(poolLines.allSatisfy { $0.contains(labels) })
     }
 

@@ -134,6 +134,12 @@ struct RandomPoolDriver {
                     try self.apply(.connectionReleased(id, lease: self.leased[id]!))
                 }
             }
+            if self.next(16) == 0, let id = self.pick(self.leased.keys) {
+                // Given back unfit for reuse: closed, not counted as an error.
+                try self.apply(
+                    .connectionRetired(id, lease: self.leased[id]!, self.next(2) == 0 ? .dirty : .resetFailed)
+                )
+            }
         case 56..<58:
             if let id = self.pick(self.open) {
                 let reason = ConnectionErrorReason.allCases[self.next(ConnectionErrorReason.allCases.count)]
@@ -224,7 +230,7 @@ struct RandomPoolDriver {
             self.open.insert(id)
         case .connectFailed(let id, _):
             self.connecting.remove(id)
-        case .connectionReleased(let id, _):
+        case .connectionReleased(let id, _), .connectionRetired(let id, _, _):
             self.leased[id] = nil
         case .connectionBroken(let id, _, _):
             self.leased[id] = nil

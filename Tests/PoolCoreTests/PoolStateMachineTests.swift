@@ -85,6 +85,24 @@ import Testing
         )
     }
 
+    @Test func aRetiredConnectionIsClosedForItsReasonWithoutAnError() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        pool.leaseFresh(1)
+        _ = pool.request(1)
+        let retired = pool.send(.connectionRetired(C(0), lease: R(0), .dirty))
+        #expect(
+            retired == [
+                .observe(.returned(heldFor: .zero)), .close(C(0), .dirty), .observe(.closed(.dirty)),
+                .createConnection(C(1)),
+            ]
+        )
+        #expect(pool.stats.closed[.dirty] == 1)
+        #expect(pool.stats.connectionErrors.values.allSatisfy { $0 == 0 })
+        // Under another lease than the one named: a stale retirement, ignored.
+        _ = pool.establish(1)
+        #expect(pool.send(.connectionRetired(C(1), lease: R(0), .resetFailed)) == [.observe(.staleRelease)])
+    }
+
     @Test func minSizeIsNeverAbovePoolSize() {
         var pool = PoolHarness(PoolHarness.configuration(poolSize: 2, minSize: 5, maxOverflow: 3))
         #expect(pool.send(.start) == [.createConnection(C(0)), .createConnection(C(1))])
