@@ -65,6 +65,9 @@ public struct ClientSession: Sendable {
     /// The server names of the statements prepared on the server connection the client holds, lent with the lease
     /// and handed back with it (``ClientAction/giveBack(_:_:preparedStatements:)``).
     private var serverStatements: Set<String> = []
+    /// The server said a statement of the held connection is stale (``PreparedStatements/meansStale(_:)``): its
+    /// statements are deallocated when the transaction ends.
+    private var staleStatements = false
     /// Messages that arrived while no server connection was ready for them, and their size.
     private var pending: [PGFrame] = []
     private var pendingBytes = 0
@@ -642,10 +645,10 @@ public struct ClientSession: Sendable {
             case PGBackendMessageType.errorResponse:
                 // FATAL: the server is about to close. The client hears it as PostgreSQL said it (drivers decide on
                 // reconnects from its SQLSTATE), and its session ends with the server's, as it would without a pooler.
-                if case .errorResponse(let fields)? = try? PGBackendMessage(frame: frame),
-                    fields.severity == "FATAL" || fields.severity == "PANIC"
-                {
-                    lease.ledger.fatalReceived()
+                // A stale statement: the connection's statements go before anyone else gets it.
+                if case .errorResponse(let fields)? = try? PGBackendMessage(frame: frame) {
+                    if fields.severity == "FATAL" || fields.severity == "PANIC" { lease.ledger.fatalReceived() }
+                    if self.mode != .session && PreparedStatements.meansStale(fields) { self.staleStatements = true }
                 }
             default:
                 break
@@ -659,7 +662,7 @@ public struct ClientSession: Sendable {
 
     /// Transaction and statement mode: ReadyForQuery(I) with nothing outstanding ends the lease.
     private mutating func endTransaction(_ lease: ServerLease, into actions: inout [ClientAction]) {
-        if self.serverStatements.count > ReturnPlan.maxPreparedStatements {
+        if self.serverStatements.count > ReturnPlan.maxPreparedStatements || self.staleStatements {
             // Prepared statements stay for the next client, up to a bound.
             self.setLink(.cleaning(lease))
             actions.append(.runCommand(lease, .deallocate))
@@ -868,6 +871,7 @@ public struct ClientSession: Sendable {
     private mutating func giveBack(_ lease: ServerLease, _ plan: ReturnPlan, into actions: inout [ClientAction]) {
         actions.append(.giveBack(lease, plan, preparedStatements: self.serverStatements))
         self.serverStatements = []
+        self.staleStatements = false
         self.serverWritable = true
         self.updateClientReads(into: &actions)
     }

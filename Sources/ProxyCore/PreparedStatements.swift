@@ -36,6 +36,8 @@ struct PreparedStatements {
 
     private enum Close: Hashable {
         case relay
+        /// Closes the server statement before the client's Parse prepares it again (swallowed).
+        case beforeParse(serverName: String)
         /// Placeholder for the client's Parse of `client`, already prepared on the server.
         case forParse(client: String, serverName: String)
         /// Placeholder for the client's Close of `client`, which maps to `statement`.
@@ -122,11 +124,18 @@ struct PreparedStatements {
             let serverName = Self.serverName(query: parse.query, parameterTypes: parse.parameterTypes)
             parse.statementName = serverName
             self.statements[client] = Statement(serverName: serverName, parse: parse)
-            if self.isAvailable(serverName, prepared: prepared) {
+            if self.expected.contains(where: { $0.parses(serverName) }) {
+                // Being prepared by this very batch.
                 self.expected.append(.close(.forParse(client: client, serverName: serverName)))
                 return [Self.placeholder]
             }
             self.expected.append(.parse(serverName: serverName, client: client))
+            if prepared.contains(serverName) {
+                // Prepared before, maybe by another client and before a schema change: a client's own Parse plans
+                // afresh, as it would on a connection of its own.
+                self.expected.insert(.close(.beforeParse(serverName: serverName)), at: self.expected.count - 1)
+                return [.close(.statement(serverName)), .parse(parse)]
+            }
             return [.parse(parse)]
         case .bind(var bind):
             guard let statement = self.statements[bind.statementName] else { return nil }
@@ -194,6 +203,10 @@ struct PreparedStatements {
             return serverName != nil && client == nil ? .swallow : .relay
         case (PGBackendMessageType.closeComplete, .close(.forParse)):
             return .parseComplete
+        case (PGBackendMessageType.closeComplete, .close(.beforeParse(let serverName))):
+            // Gone until its ParseComplete says otherwise.
+            prepared.remove(serverName)
+            return .swallow
         default:
             return .relay
         }
@@ -214,6 +227,18 @@ struct PreparedStatements {
             }
         }
         self.expected.removeFirst(end)
+    }
+
+    /// Whether an error says that a statement on the server connection no longer fits the schema, or is gone:
+    /// prepared (maybe by another client) before a type or table it uses was dropped and made again, or deallocated
+    /// behind Lifeguard's back. The connection's statements are then dropped before it serves anyone else.
+    static func meansStale(_ fields: PGErrorFields) -> Bool {
+        switch fields.sqlState {
+        case "0A000": fields.message?.hasPrefix("cached plan must not change result type") ?? false
+        case "XX000": fields.message?.hasPrefix("cache lookup failed") ?? false
+        case "26000": true
+        default: false
+        }
     }
 
     /// Whether a CommandComplete tag says that every prepared statement of the server connection is gone.

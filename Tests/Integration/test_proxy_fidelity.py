@@ -215,3 +215,33 @@ def test_a_client_gone_mid_query_is_a_close_not_a_broken_connection(mode, pooler
     assert metrics.value("lifeguard_pool_connections_closed_total", reason="error", **pool) == 0
     with target.connect(user=user) as conn:
         assert conn.execute("select 'served'").fetchone() == ("served",)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prepared statements and schema changes
+
+
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_a_new_client_never_gets_a_statement_planned_before_a_schema_change(mode, pooler, postgres):
+    """Named statements are shared on server connections by their text. After a migration drops and recreates a
+    table and a type, a brand-new client that prepares the same text must get what it would get on a connection of
+    its own, not `cached plan must not change result type` or `cache lookup failed for type`."""
+    target = pooler(mode=mode, pool_size=1)
+    table, mood = f"fidelity_stmt_{mode}", f"fidelity_mood_{mode}"
+    create = (f"CREATE TYPE {mood} AS ENUM ('sad', 'ok'); "
+              f"CREATE TABLE {table} (id int, m {mood}); INSERT INTO {table} VALUES (1, 'ok')")
+    postgres.psql(f"DROP TABLE IF EXISTS {table}; DROP TYPE IF EXISTS {mood}; {create}")
+    by_table = f"select * from {table} where id = %s"
+    by_type = f"select %s::{mood} as m"
+
+    def run(queries):
+        with target.connect(prepare_threshold=0) as conn:  # every query a named, prepared statement
+            return [conn.execute(sql, params).fetchall() for sql, params in queries]
+
+    assert run([(by_table, (1,)), (by_type, ("ok",))]) == [[(1, "ok")], [("ok",)]]
+    # The migration: the table gets other columns, the type other values (and a new OID).
+    postgres.psql(f"DROP TABLE {table}; DROP TYPE {mood}; CREATE TYPE {mood} AS ENUM ('ok', 'great'); "
+                  f"CREATE TABLE {table} (id int, m {mood}, note text); INSERT INTO {table} VALUES (1, 'great', 'n')")
+    assert run([(by_table, (1,)), (by_type, ("great",))]) == [[(1, "great", "n")], [("great",)]]
+    # And again: the server connection serves further clients as well.
+    assert run([(by_table, (1,))]) == [[(1, "great", "n")]]

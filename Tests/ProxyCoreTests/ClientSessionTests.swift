@@ -351,6 +351,30 @@ import Testing
         #expect(harness.session.parameters["application_name"] == "billing")
     }
 
+    @Test func aStaleStatementErrorDeallocatesTheConnectionsStatementsBeforeItGoesBack() {
+        var harness = SessionHarness()
+        harness.relaying("EXECUTE", mode: .transaction, request: 1)
+        _ = harness.clientMessages()
+        let stale = PGErrorFields.error(sqlState: "0A000", message: "cached plan must not change result type")
+        let done = harness.server(1, [.errorResponse(stale), Frames.ready(.idle)])
+        #expect(done.last == "runCommand(R1, DEALLOCATE ALL)", "\(done)")
+        #expect(!done.contains { $0.hasPrefix("giveBack") })
+        // The client hears the error as the server said it.
+        #expect(harness.clientMessages().first.flatMap(Self.sqlState) == "0A000")
+        let released = harness.send {
+            $0.serverCommandFinished(.deallocate, .finished(error: nil, status: .idle, reported: []), into: &$1)
+        }
+        #expect(released.contains("giveBack(R1, release)"))
+    }
+
+    @Test func anOrdinaryErrorKeepsTheStatements() {
+        var harness = SessionHarness()
+        harness.relaying("SELECT 1/0", mode: .transaction, request: 1)
+        let failed = PGErrorFields.error(sqlState: "22012", message: "division by zero")
+        let done = harness.server(1, [.errorResponse(failed), Frames.ready(.idle)])
+        #expect(done.contains("giveBack(R1, release)"), "\(done)")
+    }
+
     @Test func statementModeRollsBackAndRefusesATransactionBlock() {
         var harness = SessionHarness()
         harness.relaying("BEGIN", mode: .statement, request: 1)

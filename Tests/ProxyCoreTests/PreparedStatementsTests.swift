@@ -54,14 +54,35 @@ import Testing
         #expect(statements.statements["_pg3_0"]?.serverName == self.serverName)
     }
 
-    @Test func aParseOfAStatementTheServerHasBecomesAPlaceholderWhoseCloseCompleteIsParseComplete() {
+    @Test func aClientsParseOfAStatementTheServerHasPreparesItAfresh() {
+        // Prepared by another client, maybe before a schema change: the client's own Parse plans again.
         var statements = PreparedStatements()
         var prepared: Set<String> = [self.serverName]
-        #expect(statements.outgoing(self.parse("S_1"), prepared: prepared) == [PreparedStatements.placeholder])
+        let parse = PGParse(statementName: self.serverName, query: "SELECT $1::int", parameterTypes: [])
+        #expect(
+            statements.outgoing(self.parse("S_1"), prepared: prepared) == [
+                .close(.statement(self.serverName)), .parse(parse),
+            ]
+        )
         #expect(statements.outgoing(self.sync, prepared: prepared) == nil)
-        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .parseComplete)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .swallow)
+        #expect(prepared.isEmpty, "gone until the ParseComplete")
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        #expect(prepared == [self.serverName])
         statements.readyForQuery()
         #expect(statements.statements["S_1"]?.serverName == self.serverName)
+    }
+
+    @Test func aSecondParseOfTheSameStatementInOneBatchIsAPlaceholder() {
+        var statements = PreparedStatements()
+        var prepared: Set<String> = []
+        _ = statements.outgoing(self.parse("S_1"), prepared: prepared)
+        #expect(statements.outgoing(self.parse("S_2"), prepared: prepared) == [PreparedStatements.placeholder])
+        _ = statements.outgoing(self.sync, prepared: prepared)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .parseComplete)
+        statements.readyForQuery()
+        #expect(statements.statements["S_2"]?.serverName == self.serverName)
     }
 
     @Test func aBindOnAnotherServerConnectionInjectsTheParseAndSwallowsItsReply() {
@@ -145,7 +166,8 @@ import Testing
         let close = statements.outgoing(self.frame(.close(.statement("S_1"))), prepared: prepared)
         #expect(close == [PreparedStatements.placeholder])
         _ = statements.outgoing(self.sync, prepared: prepared)
-        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .parseComplete)
+        #expect(statements.reply(self.closeComplete, prepared: &prepared) == .swallow)
+        #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
         #expect(statements.reply(self.closeComplete, prepared: &prepared) == .relay)
         statements.readyForQuery()
         #expect(statements.statements.isEmpty)
@@ -183,12 +205,13 @@ import Testing
 
     @Test func aFailedInjectedParseLeavesTheStatementUnpreparedAndInjectsAgainNextTime() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
-        _ = statements.outgoing(self.parse("S_1"), prepared: [self.serverName])
-        _ = statements.outgoing(self.sync, prepared: [self.serverName])
-        _ = statements.reply(self.closeComplete, prepared: &prepared)
+        var first: Set<String> = []
+        _ = statements.outgoing(self.parse("S_1"), prepared: first)
+        _ = statements.outgoing(self.sync, prepared: first)
+        _ = statements.reply(self.parseComplete, prepared: &first)
         statements.readyForQuery()
         statements.newServerConnection()
+        let prepared: Set<String> = []
         #expect(statements.outgoing(self.bind("S_1"), prepared: prepared)?.count == 2)
         _ = statements.outgoing(self.sync, prepared: prepared)
         statements.readyForQuery()  // the injected Parse failed
