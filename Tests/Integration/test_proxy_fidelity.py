@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 import pytest
 
 import harness
@@ -234,14 +235,25 @@ def test_a_new_client_never_gets_a_statement_planned_before_a_schema_change(mode
     by_table = f"select * from {table} where id = %s"
     by_type = f"select %s::{mood} as m"
 
-    def run(queries):
-        with target.connect(prepare_threshold=0) as conn:  # every query a named, prepared statement
-            return [conn.execute(sql, params).fetchall() for sql, params in queries]
+    def run(queries, port):
+        # Every query a named, prepared statement.
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=app dbname=appdb", autocommit=True,
+                             prepare_threshold=0) as conn:
+            try:
+                return [conn.execute(sql, params).fetchall() for sql, params in queries]
+            except psycopg.Error as e:
+                return f"{e.sqlstate}: {e}"
 
-    assert run([(by_table, (1,)), (by_type, ("ok",))]) == [[(1, "ok")], [("ok",)]]
+    def both(queries):
+        """What a new client gets directly, and through Lifeguard; they must agree."""
+        direct, through = run(queries, postgres.port), run(queries, target.port)
+        assert through == direct, f"through Lifeguard {through!r}, directly {direct!r}"
+        return through
+
+    assert both([(by_table, (1,)), (by_type, ("ok",))]) == [[(1, "ok")], [("ok",)]]
     # The migration: the table gets other columns, the type other values (and a new OID).
     postgres.psql(f"DROP TABLE {table}; DROP TYPE {mood}; CREATE TYPE {mood} AS ENUM ('ok', 'great'); "
                   f"CREATE TABLE {table} (id int, m {mood}, note text); INSERT INTO {table} VALUES (1, 'great', 'n')")
-    assert run([(by_table, (1,)), (by_type, ("great",))]) == [[(1, "great", "n")], [("great",)]]
+    assert both([(by_table, (1,)), (by_type, ("great",))]) == [[(1, "great", "n")], [("great",)]]
     # And again: the server connection serves further clients as well.
-    assert run([(by_table, (1,))]) == [[(1, "great", "n")]]
+    assert both([(by_table, (1,))]) == [[(1, "great", "n")]]
