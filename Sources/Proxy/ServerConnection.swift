@@ -64,7 +64,7 @@ final class ServerConnection: PooledConnection {
     let parameters: Mutex<ServerParameters>
     /// The server names of the statements Lifeguard prepared here (transaction and statement mode); lent to the
     /// client that holds the connection (``takePreparedStatements()``) and put back with it.
-    private let preparedStatements = Mutex<Set<String>>([])
+    private let preparedStatements = Mutex(ServerStatements())
     private let handler: NIOLoopBound<ServerChannelHandler>
     private let pingTimeout: TimeAmount
 
@@ -130,15 +130,15 @@ final class ServerConnection: PooledConnection {
     }
 
     /// The prepared statements, lent to the client that leased the connection; empty until ``putBack(preparedStatements:)``.
-    func takePreparedStatements() -> Set<String> {
+    func takePreparedStatements() -> ServerStatements {
         self.preparedStatements.withLock { statements in
-            var taken: Set<String> = []
+            var taken = ServerStatements()
             swap(&taken, &statements)
             return taken
         }
     }
 
-    func putBack(preparedStatements: Set<String>) {
+    func putBack(preparedStatements: ServerStatements) {
         self.preparedStatements.withLock { $0 = preparedStatements }
     }
 

@@ -72,14 +72,14 @@ public struct GrantedServer: Sendable {
     /// The `SET`s that bring the server's run-time parameters to the client's (``ServerParameters/changes(toMatch:)``).
     public var changes: [(name: String, value: String)]
     /// The statements Lifeguard prepared on this connection (transaction and statement mode).
-    public var preparedStatements: Set<String>
+    public var preparedStatements: ServerStatements
 
     public init(
         server: any ServerReference,
         request: RequestID,
         parameters: [(name: String, value: String)],
         changes: [(name: String, value: String)],
-        preparedStatements: Set<String>
+        preparedStatements: ServerStatements
     ) {
         self.server = server
         self.request = request
@@ -168,7 +168,7 @@ public enum ClientAction: Sendable {
     case runCommand(ServerLease, ServerCommandPurpose)
     /// Give the server connection back by `plan` (stop routing its messages first), with the statements prepared on
     /// it (server names) for its next client.
-    case giveBack(ServerLease, ReturnPlan, preparedStatements: Set<String>)
+    case giveBack(ServerLease, ReturnPlan, preparedStatements: ServerStatements)
     /// Cancel requests for this client now reach this server connection (nil: none).
     case cancelTarget((any ServerReference)?)
     /// The client gauges.

@@ -64,7 +64,7 @@ public struct ClientSession: Sendable {
     private var statements = PreparedStatements()
     /// The server names of the statements prepared on the server connection the client holds, lent with the lease
     /// and handed back with it (``ClientAction/giveBack(_:_:preparedStatements:)``).
-    private var serverStatements: Set<String> = []
+    private var serverStatements = ServerStatements()
     /// The server said a statement of the held connection is stale (``PreparedStatements/meansStale(_:)``): its
     /// statements are deallocated when the transaction ends.
     private var staleStatements = false

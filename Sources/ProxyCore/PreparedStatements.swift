@@ -1,6 +1,32 @@
 import Crypto
 import NIOCore
 import PGWire
+import Synchronization
+
+/// The statements Lifeguard prepared on one server connection (server names), each with the stamp of the Parse that
+/// made it: a client's statement is trusted there only if that Parse was not older than the client's own.
+public struct ServerStatements: Sendable, Equatable, ExpressibleByArrayLiteral {
+    private var stamps: [String: UInt64] = [:]
+
+    public init() {}
+
+    /// Names prepared at stamp 0 (before anything a client parses).
+    public init(arrayLiteral names: String...) {
+        for name in names { self.stamps[name] = 0 }
+    }
+
+    public var count: Int { self.stamps.count }
+    public var isEmpty: Bool { self.stamps.isEmpty }
+    public func contains(_ name: String) -> Bool { self.stamps[name] != nil }
+    /// When the statement was prepared here, nil when it is not.
+    public func stamp(of name: String) -> UInt64? { self.stamps[name] }
+    public mutating func insert(_ name: String, stamp: UInt64) { self.stamps[name] = stamp }
+    public mutating func remove(_ name: String) { self.stamps[name] = nil }
+    public mutating func removeAll() { self.stamps.removeAll() }
+
+    /// The same statements, whenever they were prepared.
+    public static func == (lhs: Self, rhs: Self) -> Bool { Set(lhs.stamps.keys) == Set(rhs.stamps.keys) }
+}
 
 /// Protocol-level named prepared statements in transaction and statement mode (PgBouncer ≥ 1.21's approach): the
 /// client's statement names are mapped to server names derived from the statement itself, so one server statement
@@ -20,10 +46,19 @@ struct PreparedStatements {
     /// error, and its CloseComplete keeps the place of the reply the client waits for.
     static let placeholder = PGFrontendMessage.close(.portal("lifeguard_noop"))
 
-    /// What the client named: the server name and the Parse (already carrying the server name) that makes it.
+    /// What the client named: the server name, the Parse (already carrying the server name) that makes it, and
+    /// when the client sent that Parse (``nextStamp()``).
     struct Statement: Hashable {
         let serverName: String
         let parse: PGParse
+        let parsedAt: UInt64
+    }
+
+    private static let stamps = Atomic<UInt64>(1)
+
+    /// Orders Parses across every client and server connection of the process.
+    static func nextStamp() -> UInt64 {
+        Self.stamps.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 
     /// What becomes of a ParseComplete or CloseComplete from the server.
@@ -45,14 +80,15 @@ struct PreparedStatements {
     }
 
     private enum Expected: Hashable {
-        /// A Parse; `client` is the client's name when the client sent it (relayed), nil when injected (swallowed).
-        case parse(serverName: String?, client: String?)
+        /// A Parse; `client` is the client's name when the client sent it (relayed), nil when injected (swallowed);
+        /// `stamp` is what the server connection records once it succeeds.
+        case parse(serverName: String?, client: String?, stamp: UInt64)
         case close(Close)
         /// Sync, Query or FunctionCall: answered with ReadyForQuery.
         case readyForQuery
 
         func parses(_ serverName: String) -> Bool {
-            if case .parse(serverName?, _) = self { return true }
+            if case .parse(serverName?, _, _) = self { return true }
             return false
         }
     }
@@ -89,7 +125,7 @@ struct PreparedStatements {
 
     /// What to send to the server for one client message, given the names prepared on the server connection; `nil`
     /// means the frame's bytes as they are.
-    mutating func outgoing(_ frame: PGFrame, prepared: @autoclosure () -> Set<String>) -> [PGFrontendMessage]? {
+    mutating func outgoing(_ frame: PGFrame, prepared: @autoclosure () -> ServerStatements) -> [PGFrontendMessage]? {
         switch frame.type {
         case PGFrontendMessageType.sync, PGFrontendMessageType.query, PGFrontendMessageType.functionCall:
             self.expected.append(.readyForQuery)
@@ -104,7 +140,7 @@ struct PreparedStatements {
             // The unnamed statement or a portal: nothing to rename, so the message is not decoded (drivers that do
             // not name their statements send four of these per query).
             switch unnamed {
-            case .parse: self.expected.append(.parse(serverName: nil, client: nil))
+            case .parse: self.expected.append(.parse(serverName: nil, client: nil, stamp: 0))
             case .close: self.expected.append(.close(.relay))
             case .other: break
             }
@@ -118,18 +154,19 @@ struct PreparedStatements {
         case .parse(var parse):
             let client = parse.statementName
             guard !client.isEmpty else {
-                self.expected.append(.parse(serverName: nil, client: nil))
+                self.expected.append(.parse(serverName: nil, client: nil, stamp: 0))
                 return nil
             }
             let serverName = Self.serverName(query: parse.query, parameterTypes: parse.parameterTypes)
             parse.statementName = serverName
-            self.statements[client] = Statement(serverName: serverName, parse: parse)
+            let stamp = Self.nextStamp()
+            self.statements[client] = Statement(serverName: serverName, parse: parse, parsedAt: stamp)
             if self.expected.contains(where: { $0.parses(serverName) }) {
                 // Being prepared by this very batch.
                 self.expected.append(.close(.forParse(client: client, serverName: serverName)))
                 return [Self.placeholder]
             }
-            self.expected.append(.parse(serverName: serverName, client: client))
+            self.expected.append(.parse(serverName: serverName, client: client, stamp: stamp))
             if prepared.contains(serverName) {
                 // Prepared before, maybe by another client and before a schema change: a client's own Parse plans
                 // afresh, as it would on a connection of its own.
@@ -193,13 +230,13 @@ struct PreparedStatements {
 
     /// The server's ParseComplete or CloseComplete (`type`): what the client gets. A ParseComplete marks its statement
     /// prepared on the server connection.
-    mutating func reply(_ type: UInt8, prepared: inout Set<String>) -> Reply {
+    mutating func reply(_ type: UInt8, prepared: inout ServerStatements) -> Reply {
         // Replies come in the order of the messages; ReadyForQuery markers belong to later replies.
         guard let index = self.expected.firstIndex(where: { $0 != .readyForQuery }) else { return .relay }
         let entry = self.expected.remove(at: index)
         switch (type, entry) {
-        case (PGBackendMessageType.parseComplete, .parse(let serverName, let client)):
-            if let serverName { prepared.insert(serverName) }
+        case (PGBackendMessageType.parseComplete, .parse(let serverName, let client, let stamp)):
+            if let serverName { prepared.insert(serverName, stamp: stamp) }
             return serverName != nil && client == nil ? .swallow : .relay
         case (PGBackendMessageType.closeComplete, .close(.forParse)):
             return .parseComplete
@@ -218,7 +255,7 @@ struct PreparedStatements {
         let end = self.expected.firstIndex(of: .readyForQuery).map { $0 + 1 } ?? self.expected.count
         for entry in self.expected[..<end] {
             switch entry {
-            case .parse(let serverName?, let client?), .close(.forParse(let client, let serverName)):
+            case .parse(let serverName?, let client?, _), .close(.forParse(let client, let serverName)):
                 if self.statements[client]?.serverName == serverName { self.statements[client] = nil }
             case .close(.forClose(let client, let statement)):
                 if self.statements[client] == nil { self.statements[client] = statement }
@@ -246,15 +283,21 @@ struct PreparedStatements {
         tag == "DEALLOCATE ALL" || tag == "DISCARD ALL"
     }
 
-    private func isAvailable(_ serverName: String, prepared: Set<String>) -> Bool {
+    /// The client's statement prepared before it is used: its Parse, injected when the server connection lacks it,
+    /// or has it from a Parse older than the client's own (made, maybe, before a schema change: it is prepared
+    /// again, as the client's own statement would have been planned).
+    private mutating func ensure(_ statement: Statement, prepared: ServerStatements) -> [PGFrontendMessage] {
+        let name = statement.serverName
         // A Parse already on its way counts: if it fails, the server skips what follows up to Sync.
-        prepared.contains(serverName) || self.expected.contains { $0.parses(serverName) }
-    }
-
-    /// The client's statement prepared before it is used: its Parse, injected when the server connection lacks it.
-    private mutating func ensure(_ statement: Statement, prepared: Set<String>) -> [PGFrontendMessage] {
-        if self.isAvailable(statement.serverName, prepared: prepared) { return [] }
-        self.expected.append(.parse(serverName: statement.serverName, client: nil))
-        return [.parse(statement.parse)]
+        if self.expected.contains(where: { $0.parses(name) }) { return [] }
+        let stamp = Self.nextStamp()
+        guard let preparedAt = prepared.stamp(of: name) else {
+            self.expected.append(.parse(serverName: name, client: nil, stamp: stamp))
+            return [.parse(statement.parse)]
+        }
+        if preparedAt >= statement.parsedAt { return [] }
+        self.expected.append(.close(.beforeParse(serverName: name)))
+        self.expected.append(.parse(serverName: name, client: nil, stamp: stamp))
+        return [.close(.statement(name)), .parse(statement.parse)]
     }
 }

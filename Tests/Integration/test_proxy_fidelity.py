@@ -257,3 +257,43 @@ def test_a_new_client_never_gets_a_statement_planned_before_a_schema_change(mode
     assert both([(by_table, (1,)), (by_type, ("great",))]) == [[(1, "great", "n")], [("great",)]]
     # And again: the server connection serves further clients as well.
     assert both([(by_table, (1,))]) == [[(1, "great", "n")]]
+
+
+def test_a_clients_statement_is_never_run_from_a_copy_older_than_its_own_parse(pooler, postgres):
+    """Two server connections both hold a statement prepared before a migration. A client that prepares it after the
+    migration, on one of them, and then runs it on the other must get what it gets directly: the older copy there is
+    prepared again first."""
+    target = pooler(mode="transaction", pool_size=2, max_overflow=0)
+    table = "fidelity_stmt_copies"
+    postgres.psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int, v text); "
+                  f"INSERT INTO {table} VALUES (1, 'old')")
+    query = f"select * from {table} where id = %s"
+
+    def prepared_client():
+        return target.connect(prepare_threshold=0)
+
+    # Both server connections get the statement, planned for the old table.
+    a, b = prepared_client(), prepared_client()
+    for conn in (a, b):
+        conn.execute("BEGIN")
+        assert conn.execute(query, (1,)).fetchall() == [(1, "old")]
+    for conn in (a, b):
+        conn.execute("COMMIT")
+        conn.close()
+    postgres.psql(f"DROP TABLE {table}; CREATE TABLE {table} (id int, v text, added int); "
+                  f"INSERT INTO {table} VALUES (1, 'new', 2)")
+
+    holder1, holder2, client = target.connect(), target.connect(), prepared_client()
+    try:
+        holder1.execute("BEGIN")
+        holder1.execute("select 1")  # holds one server connection
+        assert client.execute(query, (1,)).fetchall() == [(1, "new", 2)]  # prepared on the other one
+        holder2.execute("BEGIN")
+        holder2.execute("select 1")  # takes the connection the client just used
+        holder1.execute("COMMIT")
+        # The client's next use runs on the first connection, whose copy predates the client's Parse.
+        assert client.execute(query, (1,)).fetchall() == [(1, "new", 2)]
+        holder2.execute("COMMIT")
+    finally:
+        for conn in (holder1, holder2, client):
+            conn.close()

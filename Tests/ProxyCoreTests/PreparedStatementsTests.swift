@@ -43,7 +43,7 @@ import Testing
 
     @Test func aParseIsRenamedAndItsParseCompleteMarksTheStatementPrepared() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
+        var prepared: ServerStatements = []
         let out = statements.outgoing(self.parse("_pg3_0"), prepared: prepared)
         #expect(out == [.parse(PGParse(statementName: self.serverName, query: "SELECT $1::int"))])
         #expect(statements.outgoing(self.bind("_pg3_0"), prepared: prepared)?.count == 1)
@@ -57,7 +57,7 @@ import Testing
     @Test func aClientsParseOfAStatementTheServerHasPreparesItAfresh() {
         // Prepared by another client, maybe before a schema change: the client's own Parse plans again.
         var statements = PreparedStatements()
-        var prepared: Set<String> = [self.serverName]
+        var prepared: ServerStatements = [self.serverName]
         let parse = PGParse(statementName: self.serverName, query: "SELECT $1::int", parameterTypes: [])
         #expect(
             statements.outgoing(self.parse("S_1"), prepared: prepared) == [
@@ -75,7 +75,7 @@ import Testing
 
     @Test func aSecondParseOfTheSameStatementInOneBatchIsAPlaceholder() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
+        var prepared: ServerStatements = []
         _ = statements.outgoing(self.parse("S_1"), prepared: prepared)
         #expect(statements.outgoing(self.parse("S_2"), prepared: prepared) == [PreparedStatements.placeholder])
         _ = statements.outgoing(self.sync, prepared: prepared)
@@ -87,7 +87,7 @@ import Testing
 
     @Test func aBindOnAnotherServerConnectionInjectsTheParseAndSwallowsItsReply() {
         var statements = PreparedStatements()
-        var first: Set<String> = []
+        var first: ServerStatements = []
         _ = statements.outgoing(self.parse("S_1"), prepared: first)
         _ = statements.outgoing(self.sync, prepared: first)
         #expect(statements.reply(self.parseComplete, prepared: &first) == .relay)
@@ -95,7 +95,7 @@ import Testing
 
         // The next transaction gets a server connection that never saw the statement.
         statements.newServerConnection()
-        var second: Set<String> = []
+        var second: ServerStatements = []
         let out = statements.outgoing(self.bind("S_1", portal: "p"), prepared: second)
         var parameters = ByteBuffer()
         parameters.writeBytes([0, 0, 0, 1, 0, 0, 0, 1, 0x37, 0, 0])
@@ -116,13 +116,37 @@ import Testing
         #expect(second == [self.serverName])
         statements.readyForQuery()
 
-        // A third connection that has it: nothing injected.
-        #expect(statements.outgoing(self.bind("S_1"), prepared: [self.serverName])?.count == 1)
+        // A third connection that has it, prepared after the client's Parse: nothing injected.
+        var third = ServerStatements()
+        third.insert(self.serverName, stamp: PreparedStatements.nextStamp())
+        #expect(statements.outgoing(self.bind("S_1"), prepared: third)?.count == 1)
+    }
+
+    @Test func aCopyOlderThanTheClientsParseIsPreparedAgainBeforeUse() {
+        // Another client prepared it on this connection before this client's Parse, maybe before a schema change.
+        var older = ServerStatements()
+        older.insert(self.serverName, stamp: PreparedStatements.nextStamp())
+        var statements = PreparedStatements()
+        var first: ServerStatements = []
+        _ = statements.outgoing(self.parse("S_1"), prepared: first)
+        _ = statements.outgoing(self.sync, prepared: first)
+        _ = statements.reply(self.parseComplete, prepared: &first)
+        statements.readyForQuery()
+        statements.newServerConnection()
+        let out = statements.outgoing(self.bind("S_1"), prepared: older)
+        let parse = PGParse(statementName: self.serverName, query: "SELECT $1::int", parameterTypes: [])
+        #expect(out?.prefix(2) == [.close(.statement(self.serverName)), .parse(parse)])
+        _ = statements.outgoing(self.sync, prepared: older)
+        #expect(statements.reply(self.closeComplete, prepared: &older) == .swallow)
+        #expect(statements.reply(self.parseComplete, prepared: &older) == .swallow)
+        // Now newer than the client's Parse: trusted from here on.
+        statements.readyForQuery()
+        #expect(statements.outgoing(self.bind("S_1"), prepared: older)?.count == 1)
     }
 
     @Test func unnamedAndUnknownStatementsPassUnchanged() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
+        var prepared: ServerStatements = []
         #expect(statements.outgoing(self.parse(""), prepared: prepared) == nil)
         #expect(statements.outgoing(self.bind(""), prepared: prepared) == nil)
         #expect(statements.outgoing(self.bind("never_parsed"), prepared: prepared) == nil)
@@ -136,7 +160,7 @@ import Testing
 
     @Test func aNamedPortalDoesNotHideTheStatementItBinds() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
+        var prepared: ServerStatements = []
         _ = statements.outgoing(self.parse("s1"), prepared: prepared)
         #expect(statements.reply(self.parseComplete, prepared: &prepared) == .relay)
         // The portal's name comes first; the statement after it is still found and renamed.
@@ -161,7 +185,7 @@ import Testing
 
     @Test func closingAStatementForgetsItButLeavesItOnTheServer() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = [self.serverName]
+        var prepared: ServerStatements = [self.serverName]
         _ = statements.outgoing(self.parse("S_1"), prepared: prepared)
         let close = statements.outgoing(self.frame(.close(.statement("S_1"))), prepared: prepared)
         #expect(close == [PreparedStatements.placeholder])
@@ -178,7 +202,7 @@ import Testing
 
     @Test func afterAnErrorWhatTheServerSkippedIsUndoneUpToItsSyncOnly() {
         var statements = PreparedStatements()
-        var prepared: Set<String> = []
+        var prepared: ServerStatements = []
         let other = PreparedStatements.serverName(query: "SELECT 2", parameterTypes: [])
         _ = statements.outgoing(self.parse("kept", "SELECT 2"), prepared: prepared)
         _ = statements.outgoing(self.sync, prepared: prepared)
@@ -205,13 +229,13 @@ import Testing
 
     @Test func aFailedInjectedParseLeavesTheStatementUnpreparedAndInjectsAgainNextTime() {
         var statements = PreparedStatements()
-        var first: Set<String> = []
+        var first: ServerStatements = []
         _ = statements.outgoing(self.parse("S_1"), prepared: first)
         _ = statements.outgoing(self.sync, prepared: first)
         _ = statements.reply(self.parseComplete, prepared: &first)
         statements.readyForQuery()
         statements.newServerConnection()
-        let prepared: Set<String> = []
+        let prepared: ServerStatements = []
         #expect(statements.outgoing(self.bind("S_1"), prepared: prepared)?.count == 2)
         _ = statements.outgoing(self.sync, prepared: prepared)
         statements.readyForQuery()  // the injected Parse failed
