@@ -266,11 +266,12 @@ final class ProxyContext: Sendable {
         let removed = self.state.withLock { state -> Bool in
             guard state.pools[pool.key] === pool else { return false }
             state.pools[pool.key] = nil
+            // Under the lock, as pools are created: a new pool of the same name cannot lose its fresh series.
+            self.metrics.removePool(database: pool.key.database, user: pool.key.user)
             return true
         }
         guard removed else { return }
         pool.pool.close()
-        self.metrics.removePool(database: pool.key.database, user: pool.key.user)
         self.logger.info("pool removed: the server refused its login", metadata: ["pool": "\(pool.key)"])
     }
 
