@@ -85,6 +85,18 @@ import Testing
         #expect(statements.statements["S_2"]?.serverName == self.serverName)
     }
 
+    /// A client that prepared `name` in a finished transaction, now holding a new server connection.
+    func preparedOnAnotherConnection(_ name: String) -> PreparedStatements {
+        var statements = PreparedStatements()
+        var first: ServerStatements = []
+        _ = statements.outgoing(self.parse(name), prepared: first)
+        _ = statements.outgoing(self.sync, prepared: first)
+        _ = statements.reply(self.parseComplete, prepared: &first)
+        statements.readyForQuery()
+        statements.newServerConnection()
+        return statements
+    }
+
     @Test func aBindOnAnotherServerConnectionInjectsTheParseAndSwallowsItsReply() {
         var statements = PreparedStatements()
         var first: ServerStatements = []
@@ -126,13 +138,7 @@ import Testing
         // Another client prepared it on this connection before this client's Parse, maybe before a schema change.
         var older = ServerStatements()
         older.insert(self.serverName, stamp: PreparedStatements.nextStamp())
-        var statements = PreparedStatements()
-        var first: ServerStatements = []
-        _ = statements.outgoing(self.parse("S_1"), prepared: first)
-        _ = statements.outgoing(self.sync, prepared: first)
-        _ = statements.reply(self.parseComplete, prepared: &first)
-        statements.readyForQuery()
-        statements.newServerConnection()
+        var statements = self.preparedOnAnotherConnection("S_1")
         let out = statements.outgoing(self.bind("S_1"), prepared: older)
         let parse = PGParse(statementName: self.serverName, query: "SELECT $1::int", parameterTypes: [])
         #expect(out?.prefix(2) == [.close(.statement(self.serverName)), .parse(parse)])
@@ -228,13 +234,7 @@ import Testing
     }
 
     @Test func aFailedInjectedParseLeavesTheStatementUnpreparedAndInjectsAgainNextTime() {
-        var statements = PreparedStatements()
-        var first: ServerStatements = []
-        _ = statements.outgoing(self.parse("S_1"), prepared: first)
-        _ = statements.outgoing(self.sync, prepared: first)
-        _ = statements.reply(self.parseComplete, prepared: &first)
-        statements.readyForQuery()
-        statements.newServerConnection()
+        var statements = self.preparedOnAnotherConnection("S_1")
         let prepared: ServerStatements = []
         #expect(statements.outgoing(self.bind("S_1"), prepared: prepared)?.count == 2)
         _ = statements.outgoing(self.sync, prepared: prepared)
