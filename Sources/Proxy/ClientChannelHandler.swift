@@ -310,17 +310,21 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.runCommand(purpose, on: lease)
         case .giveBack(let lease, let plan, let preparedStatements):
             let server = Self.server(lease)
-            server.detach(lease.request)
-            server.putBack(preparedStatements: preparedStatements)
-            if let pool = self.pool {
-                ServerReturn.run(
-                    plan,
-                    server: server,
-                    lease: lease.request,
-                    ledger: lease.ledger,
-                    pool: pool,
-                    mode: self.session.poolMode
-                )
+            let pool = self.pool
+            let mode = self.session.poolMode
+            let giveBack: @Sendable () -> Void = {
+                server.detach(lease.request)
+                server.putBack(preparedStatements: preparedStatements)
+                if let pool {
+                    ServerReturn.run(plan, server: server, lease: lease.request, ledger: lease.ledger, pool: pool, mode: mode)
+                }
+            }
+            // On the server's own loop, after what this client queued there (its attach, its writes): the pool may
+            // hand the connection to a client of that loop at once, whose attach must come after them, not before.
+            if server.eventLoop.inEventLoop {
+                giveBack()
+            } else {
+                server.eventLoop.execute(giveBack)
             }
         case .cancelTarget(let server):
             self.cancelTarget?.set(server.map { Self.server($0) })
