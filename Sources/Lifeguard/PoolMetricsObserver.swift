@@ -54,6 +54,7 @@ struct PoolMetricsObserver: PoolObserver {
     static func label(_ reason: PoolCore.ConnectionErrorReason) -> ErrorReasonLabel {
         switch reason {
         case .connect: .connect
+        case .tls: .tls
         case .auth: .auth
         case .timeout: .timeout
         case .server: .server

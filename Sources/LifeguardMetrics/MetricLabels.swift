@@ -25,8 +25,11 @@ public enum ClientConnectionState: String, Sendable, CaseIterable {
 
 /// `reason` of `lifeguard_pool_connection_errors_total`.
 public enum ConnectionErrorReason: String, Sendable, CaseIterable {
-    /// The TCP or TLS connection to the server could not be made.
+    /// The TCP connection to the server could not be made.
     case connect
+    /// TLS to the server failed: refused by the server, or a certificate check failed (unknown CA, expired, name
+    /// mismatch). The log and the waiting client get the reason in words.
+    case tls
     /// The server refused the credentials.
     case auth
     /// Connecting took longer than the connect timeout.

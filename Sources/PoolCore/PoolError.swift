@@ -1,7 +1,10 @@
 /// Why a server connection failed or broke; the `reason` label of `lifeguard_pool_connection_errors_total`.
 public enum ConnectionErrorReason: String, CaseIterable, Sendable {
-    /// The TCP/TLS connection could not be made or was refused.
+    /// The TCP connection could not be made or was refused.
     case connect
+    /// TLS could not be set up: the server refused it, or its certificate failed a check (unknown CA, expired, name
+    /// mismatch).
+    case tls
     /// The server rejected the credentials.
     case auth
     /// Connecting or a check took too long.

@@ -234,7 +234,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             )
             self.session.leaseGranted(token: token, granted, into: &self.actions)
         case .leaseCompleted(let token, _, .failure(let error)):
-            if error.code == .refused, let pool = self.pool { self.proxy.dropRefused(pool) }
+            // A pool for a database or role that does not exist goes (clients may name anything); one whose TLS
+            // failed stays, so that its errors stay counted until the certificate is fixed.
+            if error.code == .refused, error.connectError?.reason != .tls, let pool = self.pool {
+                self.proxy.dropRefused(pool)
+            }
             self.session.leaseFailed(token: token, error, into: &self.actions)
         case .commandFinished(_, let purpose, let outcome):
             if case .applyParameters(let changes) = purpose, case .finished(nil, _, let reported) = outcome {

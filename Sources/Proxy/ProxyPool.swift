@@ -1,6 +1,7 @@
 import ConnectionPool
 import LifeguardConfig
 import LifeguardMetrics
+import Logging
 import NIOCore
 import PGWire
 import PoolCore
@@ -25,7 +26,8 @@ final class ProxyPool: Sendable {
         authFilePassword: String?,
         group: any EventLoopGroup,
         metrics: PoolMetrics,
-        observer: any PoolObserver
+        observer: any PoolObserver,
+        logger: Logger
     ) {
         self.key = route.key
         self.metrics = metrics
@@ -34,7 +36,8 @@ final class ProxyPool: Sendable {
         let factory = ServerConnectionFactory(
             group: group,
             target: SharedTarget(ServerTarget(route: route, authFilePassword: authFilePassword)),
-            connected: { cache.remember($0) }
+            connected: { cache.remember($0) },
+            logger: logger
         )
         self.factory = factory
         self.pool = ConnectionPool(

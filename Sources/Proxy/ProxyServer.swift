@@ -236,7 +236,8 @@ final class ProxyContext: Sendable {
                 authFilePassword: Self.plainPassword(state.userList[route.serverUser]),
                 group: self.group,
                 metrics: metrics,
-                observer: self.makeObserver(route.key, metrics)
+                observer: self.makeObserver(route.key, metrics),
+                logger: self.logger
             )
             state.pools[route.key] = pool
             // Under the lock, so that closePools() returns every pool that run() runs.

@@ -278,6 +278,8 @@ final class ServerChannelHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // Added after TLS was negotiated: the channel is already active.
+        if context.channel.isActive { self.sendStartup(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -323,10 +325,14 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        self.sendStartup(context: context)
+        context.fireChannelActive()
+    }
+
+    private func sendStartup(context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 128)
         PGStartupPacket.startup(self.startupMessage).encode(into: &buffer)
         context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
-        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

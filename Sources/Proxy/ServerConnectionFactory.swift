@@ -1,4 +1,5 @@
 import ConnectionPool
+import Logging
 import NIOCore
 import NIOPosix
 import PGWire
@@ -22,6 +23,10 @@ struct ServerTarget: Sendable {
     /// Extra StartupMessage parameters from the DSN (`options`, `application_name`).
     var startupOptions: [(String, String)]
     var connectTimeout: TimeAmount
+    /// `sslmode` and its companions; the error names the setting or file at fault (every connect then fails with it).
+    var tls: Result<ServerTLS, ServerTLSError>
+    /// The name the server's certificate must carry (`host`, even when `hostaddr` is what is dialled), and SNI.
+    var tlsHost: String
 
     init(route: ProxyRoute, authFilePassword: String?) {
         let dsn = route.upstream
@@ -39,6 +44,12 @@ struct ServerTarget: Sendable {
         self.startupOptions = options
         let seconds = dsn["connect_timeout"].flatMap { Int($0) } ?? 0
         self.connectTimeout = .seconds(Int64(seconds > 0 ? max(seconds, 2) : 10))
+        self.tlsHost = dsn.host?.split(separator: ",").first.map(String.init) ?? host
+        do throws(ServerTLSError) {
+            self.tls = .success(try ServerTLS(dsn: dsn))
+        } catch {
+            self.tls = .failure(error)
+        }
     }
 
     var isUnixSocket: Bool { self.host.hasPrefix("/") }
@@ -57,11 +68,61 @@ struct ServerConnectionFactory: ConnectionFactory {
     let target: SharedTarget
     /// Called with every new connection (to fill the pool's ParameterStatus cache).
     let connected: @Sendable (ServerConnection) -> Void
+    let logger: Logger
 
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
-        let target = self.target.value
         do {
-            let connection = try await Self.connect(id: id, key: key, target: target, group: self.group).get()
+            return try await self.open(id: id, for: key)
+        } catch {
+            // The operator's first clue; the message never holds a password (the target's is not in it).
+            self.logger.warning(
+                "server connection failed",
+                metadata: ["pool": "\(key)", "reason": "\(error.reason.rawValue)", "error": "\(error.message)"]
+            )
+            throw error
+        }
+    }
+
+    private func open(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
+        let target = self.target.value
+        let tls: ServerTLS
+        switch target.tls {
+        case .success(let settings): tls = settings
+        case .failure(let error):
+            throw ConnectError(
+                reason: .tls,
+                message: "connection to server \(target.serverDescription) failed: \(error.description)",
+                isPermanent: true
+            )
+        }
+        // libpq's order: `allow` tries without TLS first, `prefer` with it; each falls back to the other once.
+        let first: Bool
+        switch tls.mode {
+        case .disable, .allow: first = false
+        case .prefer, .require, .verifyCA, .verifyFull: first = !target.isUnixSocket
+        }
+        do {
+            return try await self.attempt(id: id, key: key, target: target, tls: first ? tls : nil)
+        } catch let error {
+            let fallback: Bool
+            switch tls.mode {
+            case .allow: fallback = !target.isUnixSocket && error.reason != .connect && error.reason != .timeout
+            case .prefer: fallback = first && error.reason == .tls
+            default: fallback = false
+            }
+            guard fallback else { throw error }
+            return try await self.attempt(id: id, key: key, target: target, tls: first ? nil : tls)
+        }
+    }
+
+    private func attempt(
+        id: ConnectionID,
+        key: PoolKey,
+        target: ServerTarget,
+        tls: ServerTLS?
+    ) async throws(ConnectError) -> ServerConnection {
+        do {
+            let connection = try await Self.connect(id: id, key: key, target: target, tls: tls, group: self.group).get()
             self.connected(connection)
             return connection
         } catch let error as ServerStartupError {
@@ -75,6 +136,7 @@ struct ServerConnectionFactory: ConnectionFactory {
         id: ConnectionID,
         key: PoolKey,
         target: ServerTarget,
+        tls: ServerTLS?,
         group: any EventLoopGroup
     ) -> EventLoopFuture<ServerConnection> {
         let eventLoop = group.next()
@@ -97,7 +159,19 @@ struct ServerConnectionFactory: ConnectionFactory {
                         startupMessage: startupMessage,
                         promise: startupPromise
                     )
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ServerTLSNegotiator(
+                                tls: tls,
+                                host: target.tlsHost,
+                                serverDescription: target.serverDescription,
+                                loginHandler: handler,
+                                promise: startupPromise
+                            )
+                        )
+                    } else {
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                 }
             }
         if !target.isUnixSocket {

@@ -220,11 +220,14 @@ class PostgresServer:
     dbname = "appdb"
     host = LOOPBACK
 
-    def __init__(self, settings: Mapping[str, str] | None = None, bin_dir: Path = PG_BIN):
+    def __init__(self, settings: Mapping[str, str] | None = None, bin_dir: Path = PG_BIN,
+                 hba: Sequence[str] | None = None):
+        """settings: postgresql.conf values; hba: pg_hba.conf lines that replace initdb's (trust everywhere)."""
         self.bin = bin_dir
         if not (self.bin / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 not found in {self.bin}: install postgresql-15 (scripts/test does)")
         self.settings = dict(settings or {})
+        self.hba = list(hba) if hba is not None else None
         self.dir = Path(tempfile.mkdtemp(prefix="lifeguard-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
@@ -270,6 +273,11 @@ class PostgresServer:
             )
             if r.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{r.stdout}{r.stderr}")
+            if self.hba is not None:
+                hba_file = self.data / "pg_hba.conf"
+                hba_file.write_text("\n".join(self.hba) + "\n")
+                if IS_ROOT:
+                    shutil.chown(hba_file, "postgres", "postgres")
         attempts = 1 if self.port is not None else 3
         for attempt in range(attempts):
             if self.port is None or attempt > 0:

@@ -28,7 +28,7 @@ struct LifeguardMetricTests {
     func labelValueSets() {
         #expect(
             LifeguardMetric.poolConnectionErrorsTotal.labelValues == [
-                "connect", "auth", "timeout", "server", "rejected", "broken",
+                "connect", "tls", "auth", "timeout", "server", "rejected", "broken",
             ]
         )
         #expect(

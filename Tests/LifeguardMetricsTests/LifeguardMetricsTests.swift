@@ -106,6 +106,7 @@ struct LifeguardMetricsTests {
         # HELP lifeguard_pool_connection_errors_total Failed connects and broken server connections, by reason.
         # TYPE lifeguard_pool_connection_errors_total counter
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="connect"} 0
+        lifeguard_pool_connection_errors_total{database="app",user="alice",reason="tls"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="auth"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="timeout"} 0
         lifeguard_pool_connection_errors_total{database="app",user="alice",reason="server"} 0
@@ -319,7 +320,7 @@ struct LifeguardMetricsTests {
         // A raw line feed in a name would split a sample line: every line of the pool is one whole sample.
         let poolLines = lines.filter { !$0.hasPrefix("lifeguard_client_") && !$0.hasPrefix("lifeguard_build_info") }
             .filter { !$0.hasPrefix("lifeguard_config_") }
-        #expect(poolLines.count == 92)  // as in the golden exposition
+        #expect(poolLines.count == 93)  // as in the golden exposition
         #expect(poolLines.allSatisfy { $0.contains(labels) })
     }
 
