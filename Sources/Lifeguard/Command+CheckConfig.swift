@@ -1,5 +1,6 @@
 import ArgumentParser
 import LifeguardConfig
+import Proxy
 
 extension Command {
     /// `lifeguard check-config [FILE]`: print the effective configuration (passwords masked) and exit 0, or one line
@@ -23,6 +24,12 @@ extension Command {
 
         func run() throws {
             let configuration = try self.options.load(file: self.file)
+            // What only opening the files can tell: certificates, keys, CAs.
+            let problems = ProxyServer.tlsProblems(configuration)
+            guard problems.isEmpty else {
+                for problem in problems { printError(problem) }
+                throw ExitCode(2)
+            }
             print(configuration.rendered(), terminator: "")
         }
     }

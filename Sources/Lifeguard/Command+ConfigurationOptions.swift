@@ -100,6 +100,45 @@ extension Command {
         @Option(help: ArgumentHelp("PgBouncer-style userlist file with client passwords.", valueName: "FILE"))
         var authFile: String?
 
+        @Option(
+            name: .customLong("client-tls-sslmode"),
+            help: ArgumentHelp(
+                "TLS towards clients: disable, allow, prefer, require, verify-ca or verify-full (default disable).",
+                valueName: "MODE"
+            )
+        )
+        var clientTLSSSLMode: String?
+
+        @Option(
+            name: .customLong("client-tls-cert-file"),
+            help: ArgumentHelp("Lifeguard's certificate for clients (PEM).", valueName: "FILE")
+        )
+        var clientTLSCertFile: String?
+
+        @Option(
+            name: .customLong("client-tls-key-file"),
+            help: ArgumentHelp("The private key of client_tls_cert_file (PEM).", valueName: "FILE")
+        )
+        var clientTLSKeyFile: String?
+
+        @Option(
+            name: .customLong("client-tls-ca-file"),
+            help: ArgumentHelp("CAs of the client certificates accepted (verify-ca, verify-full).", valueName: "FILE")
+        )
+        var clientTLSCAFile: String?
+
+        @Option(
+            name: .customLong("client-tls-protocols"),
+            help: ArgumentHelp("TLS versions offered to clients (default tlsv1.2,tlsv1.3).", valueName: "LIST")
+        )
+        var clientTLSProtocols: String?
+
+        @Option(
+            name: .customLong("client-tls-ciphers"),
+            help: ArgumentHelp("OpenSSL cipher list for TLS 1.2 clients (default: BoringSSL's).", valueName: "LIST")
+        )
+        var clientTLSCiphers: String?
+
         /// What to load: the file (`file` overrides `--config`), this process's environment, and the flags given.
         func sources(file: String? = nil) -> ConfigurationSources {
             var flags: [Setting: String] = [:]
@@ -111,7 +150,10 @@ extension Command {
                 (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
                 (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
                 (.resetQuery, self.resetQuery), (.logLevel, self.logLevel), (.authType, self.authType),
-                (.authFile, self.authFile),
+                (.authFile, self.authFile), (.clientTLSSSLMode, self.clientTLSSSLMode),
+                (.clientTLSCertFile, self.clientTLSCertFile), (.clientTLSKeyFile, self.clientTLSKeyFile),
+                (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),
+                (.clientTLSCiphers, self.clientTLSCiphers),
             ]
             for case (let setting, let value?) in values { flags[setting] = value }
             return ConfigurationSources(

@@ -253,6 +253,30 @@ private struct ConfigurationLoader {
             outcome = ValueParser.string(raw, what: "a file path").map {
                 self.configuration.authFile = $0.isEmpty ? nil : $0
             }
+        case .clientTLSSSLMode:
+            outcome = ValueParser.choice(raw, as: ClientTLSMode.self).map { self.configuration.clientTLS.mode = $0 }
+        case .clientTLSCertFile:
+            outcome = ValueParser.string(raw, what: "a file path").map {
+                self.configuration.clientTLS.certFile = $0.isEmpty ? nil : $0
+            }
+        case .clientTLSKeyFile:
+            outcome = ValueParser.string(raw, what: "a file path").map {
+                self.configuration.clientTLS.keyFile = $0.isEmpty ? nil : $0
+            }
+        case .clientTLSCAFile:
+            outcome = ValueParser.string(raw, what: "a file path").map {
+                self.configuration.clientTLS.caFile = $0.isEmpty ? nil : $0
+            }
+        case .clientTLSProtocols:
+            outcome = ValueParser.string(raw, what: "tlsv1.2, tlsv1.3, secure or all").flatMap {
+                ValueParser.tlsProtocols($0).map { self.configuration.clientTLS.protocols = $0 }
+            }
+        case .clientTLSCiphers:
+            outcome = ValueParser.string(raw, what: "an OpenSSL cipher list, or default").map {
+                let ciphers = $0.trimmingWhitespace()
+                self.configuration.clientTLS.ciphers =
+                    ciphers.isEmpty || ciphers.lowercased() == "default" ? nil : ciphers
+            }
         }
         switch outcome {
         case .success:
@@ -358,7 +382,8 @@ private struct ConfigurationLoader {
             )
         }
 
-        if let authType = configuration.authType, authType != .trust, configuration.authFile == nil,
+        self.checkClientTLS(configuration)
+        if let authType = configuration.authType, authType != .trust, authType != .cert, configuration.authFile == nil,
             !self.failed.contains(Setting.authFile.key)
         {
             self.report(
@@ -386,6 +411,49 @@ private struct ConfigurationLoader {
                 key: Setting.listen.key,
                 "\(configuration.listen) is not a loopback address, so clients must authenticate: "
                     + "set auth_type (trust, md5 or scram-sha-256)"
+            )
+        }
+    }
+
+    /// The files TLS needs are named and exist; whether they hold what they should is checked where the TLS context
+    /// is made (and by `check-config`).
+    mutating func checkClientTLS(_ configuration: LifeguardConfiguration) {
+        let tls = configuration.clientTLS
+        let modeKey = Setting.clientTLSSSLMode.key
+        if tls.isEnabled && !self.failed.contains(modeKey) {
+            for (setting, path) in [(Setting.clientTLSCertFile, tls.certFile), (.clientTLSKeyFile, tls.keyFile)] {
+                if path == nil {
+                    self.report(
+                        self.origin(of: .clientTLSSSLMode),
+                        key: modeKey,
+                        "\(tls.mode.rawValue) needs \(setting.key), Lifeguard's certificate and key in PEM"
+                    )
+                }
+            }
+            if (tls.mode == .verifyCA || tls.mode == .verifyFull) && tls.caFile == nil {
+                self.report(
+                    self.origin(of: .clientTLSSSLMode),
+                    key: modeKey,
+                    "\(tls.mode.rawValue) needs client_tls_ca_file, the CA that signs the clients' certificates"
+                )
+            }
+        }
+        for (setting, path) in [
+            (Setting.clientTLSCertFile, tls.certFile), (.clientTLSKeyFile, tls.keyFile), (.clientTLSCAFile, tls.caFile),
+        ] {
+            guard let path else { continue }
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) || isDirectory.boolValue {
+                self.report(self.origin(of: setting), key: setting.key, "no such file: \(RawValue.quote(path))")
+            }
+        }
+        if configuration.authType == .cert && tls.mode != .verifyFull && tls.mode != .verifyCA
+            && !self.failed.contains(Setting.authType.key)
+        {
+            self.report(
+                self.origin(of: .authType),
+                key: Setting.authType.key,
+                "cert needs client_tls_sslmode = verify-full (clients must present a certificate)"
             )
         }
     }

@@ -57,6 +57,13 @@ extension LifeguardConfiguration {
         case .logLevel: Self.string(self.logLevel.rawValue)
         case .authType: self.authType.map { Self.string($0.rawValue) }
         case .authFile: self.authFile.map { Self.string($0) }
+        case .clientTLSSSLMode: Self.string(self.clientTLS.mode.rawValue)
+        case .clientTLSCertFile: self.clientTLS.certFile.map { Self.string($0) }
+        case .clientTLSKeyFile: self.clientTLS.keyFile.map { Self.string($0) }
+        case .clientTLSCAFile: self.clientTLS.caFile.map { Self.string($0) }
+        case .clientTLSProtocols:
+            Self.string(self.clientTLS.protocols.sorted().map(\.rawValue).joined(separator: ","))
+        case .clientTLSCiphers: Self.string(self.clientTLS.ciphers ?? "default")
         }
     }
 

@@ -49,6 +49,8 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var authType: AuthType?
     /// PgBouncer-style userlist file with client passwords; required by `md5` and `scram-sha-256`.
     public var authFile: String?
+    /// TLS towards clients, with PgBouncer's settings (`client_tls_*`).
+    public var clientTLS: ClientTLSConfiguration
     /// `[databases.NAME]` entries, sorted by name, with every pool setting resolved.
     public var databases: [DatabaseConfiguration]
     /// Where each value came from, warnings, and how to load it again. Not part of `==`.
@@ -75,6 +77,7 @@ public struct LifeguardConfiguration: Sendable, Equatable {
         logLevel: .info,
         authType: nil,
         authFile: nil,
+        clientTLS: ClientTLSConfiguration(),
         databases: [],
         provenance: Provenance()
     )
@@ -191,4 +194,46 @@ public enum AuthType: String, Sendable, CaseIterable {
     case trust
     case md5
     case scramSHA256 = "scram-sha-256"
+    /// The client certificate's common name is the user (needs `client_tls_sslmode = verify-full`).
+    case cert
+}
+
+/// `client_tls_sslmode`, PgBouncer's values.
+public enum ClientTLSMode: String, Sendable, CaseIterable {
+    /// No TLS: SSLRequest is answered `N` (default).
+    case disable
+    /// TLS when the client asks for it.
+    case allow
+    case prefer
+    /// TLS is required.
+    case require
+    /// TLS and a client certificate signed by `client_tls_ca_file`.
+    case verifyCA = "verify-ca"
+    case verifyFull = "verify-full"
+}
+
+/// A TLS protocol version clients may use (`client_tls_protocols`).
+public enum TLSProtocolVersion: String, Sendable, CaseIterable, Comparable {
+    case tlsv1_2 = "tlsv1.2"
+    case tlsv1_3 = "tlsv1.3"
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs == .tlsv1_2 && rhs == .tlsv1_3 }
+}
+
+/// Lifeguard's TLS towards clients. Files are checked (readable, key matching the certificate, not expired) where the
+/// TLS context is made, and by `check-config`.
+public struct ClientTLSConfiguration: Sendable, Equatable {
+    public var mode: ClientTLSMode = .disable
+    public var certFile: String?
+    public var keyFile: String?
+    /// CAs whose client certificates are accepted (`verify-ca`, `verify-full`).
+    public var caFile: String?
+    /// Default TLS 1.2 and 1.3 (PgBouncer's `secure`).
+    public var protocols: Set<TLSProtocolVersion> = [.tlsv1_2, .tlsv1_3]
+    /// An OpenSSL cipher list for TLS 1.2, or nil for BoringSSL's default (`default`); TLS 1.3's are fixed.
+    public var ciphers: String?
+
+    public init() {}
+
+    public var isEnabled: Bool { self.mode != .disable }
 }

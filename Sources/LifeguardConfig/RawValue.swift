@@ -179,6 +179,25 @@ enum ValueParser {
         return .failure("expected \(list), got \(raw.shown)")
     }
 
+    /// PgBouncer's `tls_protocols`: a comma- or space-separated list of `tlsv1.2`, `tlsv1.3`, or `secure` (both) /
+    /// `all` / `default` (the same here: older versions are not offered at all).
+    static func tlsProtocols(_ text: String) -> Result<Set<TLSProtocolVersion>, Rejection> {
+        var versions: Set<TLSProtocolVersion> = []
+        for word in text.lowercased().split(whereSeparator: { $0 == "," || $0 == " " || $0 == ":" }) {
+            switch word {
+            case "secure", "all", "default", "legacy": versions.formUnion(TLSProtocolVersion.allCases)
+            case "tlsv1.0", "tlsv1.1", "tlsv1":
+                return .failure("\(word) is not offered (insecure); use tlsv1.2 and tlsv1.3")
+            default:
+                guard let version = TLSProtocolVersion(rawValue: String(word)) else {
+                    return .failure("expected tlsv1.2, tlsv1.3, secure or all, got \"\(word)\"")
+                }
+                versions.insert(version)
+            }
+        }
+        return versions.isEmpty ? .failure("expected at least one of tlsv1.2 and tlsv1.3") : .success(versions)
+    }
+
     static func string(_ raw: RawValue, what: String = "a string") -> Result<String, Rejection> {
         guard case .string(let text) = raw else { return .failure("expected \(what), got \(raw.shown)") }
         return .success(text)

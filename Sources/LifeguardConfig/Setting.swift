@@ -20,6 +20,12 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case logLevel = "log_level"
     case authType = "auth_type"
     case authFile = "auth_file"
+    case clientTLSSSLMode = "client_tls_sslmode"
+    case clientTLSCertFile = "client_tls_cert_file"
+    case clientTLSKeyFile = "client_tls_key_file"
+    case clientTLSCAFile = "client_tls_ca_file"
+    case clientTLSProtocols = "client_tls_protocols"
+    case clientTLSCiphers = "client_tls_ciphers"
 
     /// The TOML key, `pool_size`.
     public var key: String { self.rawValue }

@@ -4,6 +4,8 @@ import LifeguardMetrics
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import PGWire
 import PoolCore
 import ProxyCore
@@ -31,6 +33,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         case admission(ClientAdmission)
         case readComplete
         case writability(Bool)
+        case tlsEstablished(alpn: String?)
         case drain
         case terminate
         case clientClosed
@@ -64,12 +67,19 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     /// In the registry until the connection closes.
     private var registered = true
     private var parametersShared = false
+    /// The TLS context in force when the client connected (nil: TLS off).
+    private let tls: ClientTLS?
+    /// TLS began with the first byte (PostgreSQL 17's direct TLS), not after an SSLRequest.
+    private var directTLS = false
+    /// The client certificate's common name, once TLS is up and the client sent one.
+    private var certificateName: String?
 
-    init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator) {
+    init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator, tls: ClientTLS? = nil) {
         self.proxy = context
         self.clientID = clientID
         self.allocator = allocator
-        self.session = ClientSession(allocator: allocator)
+        self.tls = tls
+        self.session = ClientSession(allocator: allocator, tls: tls?.policy ?? .unavailable)
     }
 
     // MARK: Channel events
@@ -88,12 +98,27 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.running = true
             do {
                 if case .startup = self.session.state {
+                    if self.tls != nil, !self.session.isEncrypted, !self.directTLS,
+                        self.frames.firstByte == Self.tlsHandshakeRecord
+                    {
+                        // A TLS ClientHello where a startup packet would be: direct TLS.
+                        self.running = false
+                        self.startDirectTLS(context: context)
+                        return
+                    }
                     guard let packet = try self.frames.nextStartupPacket(self.startupDecoder) else {
                         self.running = false
                         break
                     }
                     switch packet {
-                    case .sslRequest, .gssEncryptionRequest: self.session.encryptionRequested(into: &self.actions)
+                    case .sslRequest:
+                        self.session.encryptionRequested(
+                            ssl: true,
+                            trailingBytes: self.frames.pendingBytes > 0,
+                            into: &self.actions
+                        )
+                    case .gssEncryptionRequest:
+                        self.session.encryptionRequested(ssl: false, trailingBytes: false, into: &self.actions)
                     case .cancelRequest(let key): self.session.cancelRequested(key, into: &self.actions)
                     case .startup(let message): self.session.startupReceived(message, into: &self.actions)
                     }
@@ -138,6 +163,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted(let negotiated) = event {
+            if let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+                let certificate = handler.peerCertificate
+            {
+                self.certificateName = ClientTLS.commonName(of: certificate)
+            }
+            self.enqueue(.tlsEstablished(alpn: negotiated))
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
         guard let event = event as? ClientDrainEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -257,6 +292,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.session.clientReadComplete(into: &self.actions)
         case .writability(let writable):
             self.session.clientWritabilityChanged(writable, into: &self.actions)
+        case .tlsEstablished(let alpn):
+            self.session.tlsEstablished(direct: self.directTLS, alpn: alpn, into: &self.actions)
         case .drain:
             self.session.drain(into: &self.actions)
         case .terminate:
@@ -289,6 +326,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         switch action {
         case .flushClient:
             self.flushClient()
+        case .startTLS:
+            self.startTLS()
         case .flushServer(let lease):
             self.sendToServer(lease)
         case .admit(let user, let database):
@@ -320,7 +359,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                 server.detach(lease.request)
                 server.putBack(preparedStatements: preparedStatements)
                 if let pool {
-                    ServerReturn.run(plan, server: server, lease: lease.request, ledger: lease.ledger, pool: pool, mode: mode)
+                    ServerReturn.run(
+                        plan,
+                        server: server,
+                        lease: lease.request,
+                        ledger: lease.ledger,
+                        pool: pool,
+                        mode: mode
+                    )
                 }
             }
             // On the server's own loop, after what this client queued there (its attach, its writes): the pool may
@@ -363,6 +409,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
 
     private func admit(user: String, database: String) -> ClientAdmission {
         let configuration = self.proxy.configuration
+        if configuration.authType == .cert {
+            // PostgreSQL's words: the certificate's common name must be the user.
+            guard let name = self.certificateName else {
+                return .certificateRefused(message: "connection requires a valid client certificate")
+            }
+            guard name == user else {
+                return .certificateRefused(message: "certificate authentication failed for user \"\(user)\"")
+            }
+        }
         guard self.proxy.clients.admit(self.clientID, maxClients: configuration.maxClientConn) else {
             return .tooManyClients(max: configuration.maxClientConn)
         }
@@ -380,7 +435,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         self.cancelTarget = target
         let method: PGServerAuthenticationStateMachine.Method =
             switch configuration.authType {
-            case nil, .trust?: .trust
+            case nil, .trust?, .cert?: .trust
             case .md5?: .md5
             case .scramSHA256?: .scramSHA256
             }
@@ -466,6 +521,38 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                 outcome = .failed
             }
             handler.value.enqueue(.commandFinished(request, purpose, outcome))
+        }
+    }
+
+    // MARK: TLS
+
+    /// The first byte of a TLS handshake record.
+    private static let tlsHandshakeRecord: UInt8 = 0x16
+
+    /// After the `S` went out in plain text: what the client sends next is TLS.
+    private func startTLS() {
+        guard let tls = self.tls, let context = self.context else { return }
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+        } catch {
+            self.closeAfterFlush()
+        }
+    }
+
+    /// The bytes read so far are the start of a handshake: they go through the TLS handler, from the head.
+    private func startDirectTLS(context: ChannelHandlerContext) {
+        guard let tls = self.tls else { return }
+        self.directTLS = true
+        let buffered = self.frames.takeAll()
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+        } catch {
+            self.closeAfterFlush()
+            return
+        }
+        if let buffered {
+            context.pipeline.syncOperations.fireChannelRead(NIOAny(buffered))
+            context.pipeline.syncOperations.fireChannelReadComplete()
         }
     }
 

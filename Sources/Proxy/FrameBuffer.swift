@@ -43,6 +43,15 @@ struct FrameBuffer {
         self.buffer = buffer.readableBytes > 0 ? buffer : nil
     }
 
+    /// Everything received and not consumed, taken out (TLS that starts after it was read).
+    mutating func takeAll() -> ByteBuffer? {
+        defer { self.buffer = nil }
+        return self.buffer
+    }
+
+    /// The first byte not consumed yet.
+    var firstByte: UInt8? { self.buffer.flatMap { $0.getInteger(at: $0.readerIndex, as: UInt8.self) } }
+
     /// Bytes received but not yet part of a complete message.
     var pendingBytes: Int { self.buffer?.readableBytes ?? 0 }
 

@@ -8,6 +8,7 @@ import NIOPosix
 import PGWire
 import PoolCore
 import Synchronization
+import Upstream
 
 /// The PostgreSQL-protocol front door: accepts clients on `listen`, authenticates them, routes them to the pool of
 /// their (database, user) and relays by pool mode.
@@ -33,11 +34,13 @@ public final class ProxyServer: Sendable {
         eventLoopGroup: (any EventLoopGroup)? = nil
     ) throws {
         let userList = try Self.loadUserList(configuration)
+        let clientTLS = try Self.loadClientTLS(configuration)
         self.ownsGroup = eventLoopGroup == nil
         let group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.context = ProxyContext(
             configuration: configuration,
             userList: userList,
+            clientTLS: clientTLS,
             metrics: metrics,
             logger: logger,
             group: group,
@@ -79,7 +82,12 @@ public final class ProxyServer: Sendable {
                         return
                     }
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientChannelHandler(context: context, clientID: id, allocator: channel.allocator)
+                        ClientChannelHandler(
+                            context: context,
+                            clientID: id,
+                            allocator: channel.allocator,
+                            tls: context.clientTLS
+                        )
                     )
                 }
             }
@@ -104,7 +112,8 @@ public final class ProxyServer: Sendable {
     /// Clients stay connected; pools that no longer route keep serving the clients they have.
     public func apply(_ configuration: LifeguardConfiguration) throws {
         let userList = try Self.loadUserList(configuration)
-        self.context.apply(configuration, userList: userList)
+        let clientTLS = try Self.loadClientTLS(configuration)
+        self.context.apply(configuration, userList: userList, clientTLS: clientTLS)
         for route in configuration.pinnedRoutes {
             _ = self.context.pool(for: route)
         }
@@ -140,6 +149,36 @@ public final class ProxyServer: Sendable {
         }
         if self.ownsGroup {
             try? await self.context.group.shutdownGracefully()
+        }
+    }
+
+    /// What is wrong with the TLS files of `configuration` (client_tls_* and each upstream's sslrootcert, sslcert,
+    /// sslkey): one line per problem, naming the setting; empty when all can be used. For `check-config`.
+    public static func tlsProblems(_ configuration: LifeguardConfiguration) -> [String] {
+        var problems: [String] = []
+        do throws(ClientTLSError) {
+            _ = try ClientTLS.load(configuration.clientTLS)
+        } catch {
+            problems.append(error.description)
+        }
+        var upstreams: [(String, ConnInfo)] = configuration.upstream.map { [("upstream", $0)] } ?? []
+        upstreams += configuration.databases.map { ("databases.\($0.name).dsn", $0.dsn) }
+        for (key, dsn) in upstreams {
+            do throws(ServerTLSError) {
+                _ = try ServerTLS(dsn: dsn)
+            } catch {
+                problems.append("\(key): \(error.description)")
+            }
+        }
+        return problems
+    }
+
+    /// The TLS context for clients, read from its files; a reload with a broken file keeps the one in force.
+    static func loadClientTLS(_ configuration: LifeguardConfiguration) throws -> ClientTLS? {
+        do throws(ClientTLSError) {
+            return try ClientTLS.load(configuration.clientTLS)
+        } catch {
+            throw ProxyConfigurationError(message: error.description)
         }
     }
 
@@ -180,12 +219,14 @@ final class ProxyContext: Sendable {
     private struct State {
         var configuration: LifeguardConfiguration
         var userList: PGUserList
+        var clientTLS: ClientTLS?
         var pools: [PoolKey: ProxyPool] = [:]
     }
 
     init(
         configuration: LifeguardConfiguration,
         userList: PGUserList,
+        clientTLS: ClientTLS?,
         metrics: LifeguardMetrics,
         logger: Logger,
         group: any EventLoopGroup,
@@ -197,11 +238,14 @@ final class ProxyContext: Sendable {
         self.makeObserver = makeObserver
         self.clients = ClientRegistry(metrics: metrics)
         (self.createdPools, self.createdPoolsInput) = AsyncStream.makeStream()
-        self.state = Mutex(State(configuration: configuration, userList: userList))
+        self.state = Mutex(State(configuration: configuration, userList: userList, clientTLS: clientTLS))
         metrics.setClientMaxConnections(configuration.maxClientConn)
     }
 
     var configuration: LifeguardConfiguration { self.state.withLock { $0.configuration } }
+
+    /// The TLS context for new client connections (nil: TLS off).
+    var clientTLS: ClientTLS? { self.state.withLock { $0.clientTLS } }
 
     var poolKeys: Set<PoolKey> { self.state.withLock { Set($0.pools.keys) } }
 
@@ -276,10 +320,11 @@ final class ProxyContext: Sendable {
         self.logger.info("pool removed: the server refused its login", metadata: ["pool": "\(pool.key)"])
     }
 
-    func apply(_ configuration: LifeguardConfiguration, userList: PGUserList) {
+    func apply(_ configuration: LifeguardConfiguration, userList: PGUserList, clientTLS: ClientTLS?) {
         let pools = self.state.withLock { state in
             state.configuration = configuration
             state.userList = userList
+            state.clientTLS = clientTLS
             return state.pools
         }
         self.metrics.setClientMaxConnections(configuration.maxClientConn)

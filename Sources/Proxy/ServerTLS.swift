@@ -230,8 +230,10 @@ struct ServerTLS: Sendable {
 
     private static func addressText(_ bytes: [UInt8]) -> String {
         if bytes.count == 4 { return bytes.map(String.init).joined(separator: ".") }
-        return stride(from: 0, to: bytes.count, by: 2).map { String(format: "%x", Int(bytes[$0]) << 8 | Int(bytes[$0 + 1])) }
-            .joined(separator: ":")
+        return stride(from: 0, to: bytes.count, by: 2).map {
+            String(format: "%x", Int(bytes[$0]) << 8 | Int(bytes[$0 + 1]))
+        }
+        .joined(separator: ":")
     }
 }
 

@@ -69,7 +69,10 @@ final class ServerTLSNegotiator: ChannelInboundHandler, RemovableChannelHandler 
             self.startTLS(context: context)
         case UInt8(ascii: "N"):
             guard !self.tls.mode.requiresTLS else {
-                self.fail(context: context, "server does not support SSL, but SSL was required (sslmode=\(self.tls.mode.rawValue))")
+                self.fail(
+                    context: context,
+                    "server does not support SSL, but SSL was required (sslmode=\(self.tls.mode.rawValue))"
+                )
                 return
             }
             self.handOver(context: context, encrypted: false)

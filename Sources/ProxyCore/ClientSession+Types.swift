@@ -27,6 +27,8 @@ public enum ClientAdmission: Sendable {
     case tooManyClients(max: Int)
     /// No pool serves this database (the message says why).
     case noRoute(database: String, message: String)
+    /// `auth_type = cert`: no client certificate, or one for another user (the message says which).
+    case certificateRefused(message: String)
     /// Admitted to its pool. Boxed: the login is large, and the I/O layer queues admissions with its other events.
     indirect case admitted(ClientLogin)
 }
@@ -141,9 +143,22 @@ public enum ServerCommandOutcome: Sendable {
 }
 
 /// What the I/O layer does for the session, in order. See ``ClientSession``.
+/// What `client_tls_sslmode` asks of a client.
+public enum ClientTLSPolicy: Sendable, Equatable {
+    /// No TLS configured (`disable`): SSLRequest is answered `N`.
+    case unavailable
+    /// TLS when the client asks (`allow`, `prefer`).
+    case optional
+    /// No login without TLS (`require`, `verify-ca`, `verify-full`).
+    case required
+}
+
 public enum ClientAction: Sendable {
     /// Write ``ClientSession/takeClientOutput()`` to the client and flush.
     case flushClient
+    /// Start the TLS handshake with the client (after the `S` that was flushed); answer with
+    /// ``ClientSession/tlsEstablished()``.
+    case startTLS
     /// Write ``ClientSession/takeServerOutput()`` to the server connection of `lease` and flush.
     case flushServer(ServerLease)
     /// Check the StartupMessage's user and database against `max_client_conn` and the routes; answer with

@@ -86,9 +86,14 @@ public struct ClientSession: Sendable {
     private var clientOut: OutboundBatch
     private var serverOut: OutboundBatch
     private let allocator: ByteBufferAllocator
+    /// What `client_tls_sslmode` asks of this client.
+    private let tls: ClientTLSPolicy
+    /// TLS is up (after an SSLRequest, or direct).
+    public private(set) var isEncrypted = false
 
-    public init(allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+    public init(allocator: ByteBufferAllocator = ByteBufferAllocator(), tls: ClientTLSPolicy = .unavailable) {
         self.allocator = allocator
+        self.tls = tls
         self.clientOut = OutboundBatch()
         self.serverOut = OutboundBatch()
     }
@@ -114,11 +119,54 @@ public struct ClientSession: Sendable {
 
     // MARK: Startup and authentication
 
-    /// An SSLRequest or GSSENCRequest: refused with `N`, after which the client goes on in plain text or gives up.
-    public mutating func encryptionRequested(into actions: inout [ClientAction]) {
+    /// An SSLRequest (`ssl`) or GSSENCRequest: `S` and TLS when Lifeguard has it, else `N`, after which the client goes
+    /// on in plain text or gives up. `trailingBytes`: the client sent more right behind the request, which would be
+    /// read as if TLS had protected it (the CVE-2021-23214 class): refused.
+    public mutating func encryptionRequested(ssl: Bool, trailingBytes: Bool, into actions: inout [ClientAction]) {
         guard case .startup = self.state else { return }
+        guard !self.isEncrypted else {
+            actions.append(.rejected(.protocol))
+            self.fatal(
+                sqlState: PGSQLState.protocolViolation,
+                message: "encryption requested inside an encrypted connection",
+                into: &actions
+            )
+            return
+        }
+        if ssl && self.tls != .unavailable {
+            guard !trailingBytes else {
+                actions.append(.rejected(.protocol))
+                self.fatal(
+                    sqlState: PGSQLState.protocolViolation,
+                    message: "received unencrypted data after SSL request",
+                    into: &actions
+                )
+                return
+            }
+            self.clientOut.append(allocator: self.allocator) { PGEncryptionResponse.sslSupported.encode(into: &$0) }
+            actions.append(.flushClient)
+            actions.append(.startTLS)
+            return
+        }
         self.clientOut.append(allocator: self.allocator) { PGEncryptionResponse.notSupported.encode(into: &$0) }
         actions.append(.flushClient)
+    }
+
+    /// The TLS handshake with the client completed. Direct TLS (no SSLRequest first) must have negotiated the
+    /// `postgresql` ALPN protocol, as PostgreSQL 17 requires: else another protocol's client reached the port.
+    public mutating func tlsEstablished(direct: Bool, alpn: String?, into actions: inout [ClientAction]) {
+        guard case .startup = self.state else { return }
+        self.isEncrypted = true
+        if direct && alpn != "postgresql" {
+            actions.append(.rejected(.protocol))
+            self.fatal(
+                sqlState: PGSQLState.protocolViolation,
+                message: "received direct SSL connection request without ALPN protocol negotiation extension",
+                hint:
+                    "the client must offer the ALPN protocol \"postgresql\" (libpq 17 with sslnegotiation=direct does)",
+                into: &actions
+            )
+        }
     }
 
     /// A CancelRequest: forwarded, and the connection closed (PostgreSQL answers nothing).
@@ -139,6 +187,16 @@ public struct ClientSession: Sendable {
             self.fatal(
                 sqlState: PGSQLState.invalidAuthorizationSpecification,
                 message: "no PostgreSQL user name specified in startup packet",
+                into: &actions
+            )
+            return
+        }
+        if self.tls == .required && !self.isEncrypted {
+            actions.append(.rejected(.auth))
+            self.fatal(
+                sqlState: PGSQLState.invalidAuthorizationSpecification,
+                message: "SSL required: client_tls_sslmode does not accept unencrypted connections",
+                hint: "connect with sslmode=require (or verify-ca, verify-full)",
                 into: &actions
             )
             return
@@ -164,6 +222,10 @@ public struct ClientSession: Sendable {
                 hint: "raise max_client_conn, or have clients hold fewer connections",
                 into: &actions
             )
+        case .certificateRefused(let message):
+            actions.append(.rejected(.auth))
+            actions.append(.authenticationFailed(user: self.user, reason: message))
+            self.fatal(sqlState: PGSQLState.invalidAuthorizationSpecification, message: message, into: &actions)
         case .noRoute(let database, let message):
             self.fatal(
                 sqlState: PGSQLState.invalidCatalogName,

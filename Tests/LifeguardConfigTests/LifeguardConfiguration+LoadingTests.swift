@@ -45,6 +45,23 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         .init(setting: .logLevel, toml: "\"debug\"", text: "debug") { $0.logLevel == .debug },
         .init(setting: .authType, toml: "\"trust\"", text: "trust") { $0.authType == .trust },
         .init(setting: .authFile, toml: "\"\(authFile)\"", text: authFile) { $0.authFile == authFile },
+        // Loading checks that TLS files exist; what they hold is checked where the TLS context is made.
+        .init(setting: .clientTLSSSLMode, toml: "\"disable\"", text: "disable") { $0.clientTLS.mode == .disable },
+        .init(setting: .clientTLSCertFile, toml: "\"\(authFile)\"", text: authFile) {
+            $0.clientTLS.certFile == authFile
+        },
+        .init(setting: .clientTLSKeyFile, toml: "\"\(authFile)\"", text: authFile) { $0.clientTLS.keyFile == authFile },
+        .init(setting: .clientTLSCAFile, toml: "\"\(authFile)\"", text: authFile) { $0.clientTLS.caFile == authFile },
+        .init(setting: .clientTLSProtocols, toml: "\"tlsv1.3\"", text: "tlsv1.3") {
+            $0.clientTLS.protocols == [.tlsv1_3]
+        },
+        .init(
+            setting: .clientTLSCiphers,
+            toml: "\"ECDHE-ECDSA-AES128-GCM-SHA256\"",
+            text: "ECDHE-ECDSA-AES128-GCM-SHA256"
+        ) {
+            $0.clientTLS.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256"
+        },
     ]
 }
 

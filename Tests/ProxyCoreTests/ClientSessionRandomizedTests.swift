@@ -173,6 +173,8 @@ struct SessionDriver {
                     guard case .readyForQuery = message else { continue }
                     if self.greeted { self.readyReceived += 1 } else { self.greeted = true }
                 }
+            case .startTLS:
+                try self.require(false, "startTLS without TLS configured")
             case .flushServer(let lease):
                 let lent = try self.require(self.leases[lease.request], "flush to unknown \(lease.request)")
                 try self.require(lent.givenBack == 0 && lent.attached, "bytes for \(lease.request) after give-back")

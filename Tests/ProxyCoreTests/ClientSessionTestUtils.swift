@@ -129,6 +129,7 @@ struct SessionHarness {
     static func describe(_ action: ClientAction) -> String {
         switch action {
         case .flushClient: return "flushClient"
+        case .startTLS: return "startTLS"
         case .flushServer(let lease): return "flushServer(R\(lease.request.rawValue))"
         case .admit(let user, let database): return "admit(\(user), \(database))"
         case .rejected(let reason): return "rejected(\(reason))"

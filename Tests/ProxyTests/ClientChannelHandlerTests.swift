@@ -39,6 +39,7 @@ import Upstream
         let context = ProxyContext(
             configuration: configuration,
             userList: PGUserList(secrets: [:]),
+            clientTLS: nil,
             metrics: self.metrics,
             logger: Logger(label: "test"),
             group: poolGroup ?? self.group,
