@@ -57,6 +57,9 @@ extension LifeguardConfiguration {
         case .logLevel: Self.string(self.logLevel.rawValue)
         case .authType: self.authType.map { Self.string($0.rawValue) }
         case .authFile: self.authFile.map { Self.string($0) }
+        case .authUser: self.authUser.map { Self.string($0) }
+        case .authQuery: Self.string(self.authQuery)
+        case .authDbname: self.authDbname.map { Self.string($0) }
         }
     }
 

@@ -20,6 +20,9 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case logLevel = "log_level"
     case authType = "auth_type"
     case authFile = "auth_file"
+    case authUser = "auth_user"
+    case authQuery = "auth_query"
+    case authDbname = "auth_dbname"
 
     /// The TOML key, `pool_size`.
     public var key: String { self.rawValue }
