@@ -212,7 +212,10 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess:
 class PostgresServer:
     """initdb in a temporary directory (as the `postgres` user when we are root), 127.0.0.1 only, trust
     authentication. After start(): the superuser `postgres` and a login role `app` (password `app_password`,
-    not checked under trust) owning the database `appdb`. stop()/start() keep the port, for outage tests."""
+    not checked under trust) owning the database `appdb`. stop()/start() keep the port, for outage tests.
+
+    hba: pg_hba.conf lines that replace the trust rules for everyone but the superuser (which the harness's own psql
+    uses), for example ["host all all 127.0.0.1/32 scram-sha-256"]."""
 
     superuser = "postgres"
     user = "app"
@@ -220,8 +223,10 @@ class PostgresServer:
     dbname = "appdb"
     host = LOOPBACK
 
-    def __init__(self, settings: Mapping[str, str] | None = None, bin_dir: Path = PG_BIN):
+    def __init__(self, settings: Mapping[str, str] | None = None, bin_dir: Path = PG_BIN,
+                 hba: Sequence[str] | None = None):
         self.bin = bin_dir
+        self.hba = list(hba) if hba is not None else None
         if not (self.bin / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 not found in {self.bin}: install postgresql-15 (scripts/test does)")
         self.settings = dict(settings or {})
@@ -270,6 +275,9 @@ class PostgresServer:
             )
             if r.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{r.stdout}{r.stderr}")
+            if self.hba is not None:
+                rules = ["local all all trust", f"host all {self.superuser} {LOOPBACK}/32 trust", *self.hba]
+                (self.data / "pg_hba.conf").write_text("\n".join(rules) + "\n")
         attempts = 1 if self.port is not None else 3
         for attempt in range(attempts):
             if self.port is None or attempt > 0:
