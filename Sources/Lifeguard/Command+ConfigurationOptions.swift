@@ -139,6 +139,30 @@ extension Command {
         )
         var clientTLSCiphers: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Role that looks up the secrets of users not in auth_file with auth_query (default unset).",
+                valueName: "ROLE"
+            )
+        )
+        var authUser: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Query returning (user name, secret) for the user $1 (default: PgBouncer's, from pg_authid).",
+                valueName: "SQL"
+            )
+        )
+        var authQuery: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Database auth_query runs in (default: the client's own).",
+                valueName: "NAME"
+            )
+        )
+        var authDbname: String?
+
         /// What to load: the file (`file` overrides `--config`), this process's environment, and the flags given.
         func sources(file: String? = nil) -> ConfigurationSources {
             var flags: [Setting: String] = [:]
@@ -150,7 +174,8 @@ extension Command {
                 (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
                 (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
                 (.resetQuery, self.resetQuery), (.logLevel, self.logLevel), (.authType, self.authType),
-                (.authFile, self.authFile), (.clientTLSSSLMode, self.clientTLSSSLMode),
+                (.authFile, self.authFile), (.authUser, self.authUser), (.authQuery, self.authQuery),
+                (.authDbname, self.authDbname), (.clientTLSSSLMode, self.clientTLSSSLMode),
                 (.clientTLSCertFile, self.clientTLSCertFile), (.clientTLSKeyFile, self.clientTLSKeyFile),
                 (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),
                 (.clientTLSCiphers, self.clientTLSCiphers),

@@ -277,6 +277,22 @@ private struct ConfigurationLoader {
                 self.configuration.clientTLS.ciphers =
                     ciphers.isEmpty || ciphers.lowercased() == "default" ? nil : ciphers
             }
+        case .authUser:
+            outcome = ValueParser.string(raw, what: "a role name, or \"\" for none").map {
+                self.configuration.authUser = $0.isEmpty ? nil : $0
+            }
+        case .authQuery:
+            let what = "an SQL query with $1 for the user name"
+            outcome = ValueParser.string(raw, what: what).flatMap { text in
+                let query = text.trimmingWhitespace()
+                guard query.contains("$1") else { return .failure("expected \(what), got \(raw.shown)") }
+                self.configuration.authQuery = query
+                return .success(())
+            }
+        case .authDbname:
+            outcome = ValueParser.string(raw, what: "a database name, or \"\" for the client's own").map {
+                self.configuration.authDbname = $0.isEmpty ? nil : $0
+            }
         }
         switch outcome {
         case .success:
@@ -383,13 +399,15 @@ private struct ConfigurationLoader {
         }
 
         self.checkClientTLS(configuration)
-        if let authType = configuration.authType, authType != .trust, authType != .cert, configuration.authFile == nil,
-            !self.failed.contains(Setting.authFile.key)
+        if let authType = configuration.authType, authType != .trust, authType != .cert,
+            configuration.authFile == nil, configuration.authUser == nil,
+            !self.failed.contains(Setting.authFile.key), !self.failed.contains(Setting.authUser.key)
         {
             self.report(
                 self.origin(of: .authType),
                 key: Setting.authType.key,
-                "\(authType.rawValue) needs auth_file, a PgBouncer userlist file with the clients' passwords"
+                "\(authType.rawValue) needs auth_file, a PgBouncer userlist file with the clients' passwords, "
+                    + "or auth_user to look them up with auth_query"
             )
         }
         if let authFile = configuration.authFile {

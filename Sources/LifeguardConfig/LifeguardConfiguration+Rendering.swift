@@ -64,6 +64,9 @@ extension LifeguardConfiguration {
         case .clientTLSProtocols:
             Self.string(self.clientTLS.protocols.sorted().map(\.rawValue).joined(separator: ","))
         case .clientTLSCiphers: Self.string(self.clientTLS.ciphers ?? "default")
+        case .authUser: self.authUser.map { Self.string($0) }
+        case .authQuery: Self.string(self.authQuery)
+        case .authDbname: self.authDbname.map { Self.string($0) }
         }
     }
 

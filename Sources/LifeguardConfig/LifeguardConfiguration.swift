@@ -47,10 +47,16 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var logLevel: LogLevel
     /// How clients authenticate; nil = not set (only allowed while `listen` is a loopback address).
     public var authType: AuthType?
-    /// PgBouncer-style userlist file with client passwords; required by `md5` and `scram-sha-256`.
+    /// PgBouncer-style userlist file with client passwords; `md5` and `scram-sha-256` need it or ``authUser``.
     public var authFile: String?
     /// TLS towards clients, with PgBouncer's settings (`client_tls_*`).
     public var clientTLS: ClientTLSConfiguration
+    /// The role that runs ``authQuery`` for client users the auth_file does not list; nil = no lookup (default).
+    public var authUser: String?
+    /// Finds a client user's secret: `$1` is the user name; returns (name, secret) (default ``defaultAuthQuery``).
+    public var authQuery: String
+    /// The database ``authQuery`` runs in, as a client would name it; nil = the client's own database (default).
+    public var authDbname: String?
     /// `[databases.NAME]` entries, sorted by name, with every pool setting resolved.
     public var databases: [DatabaseConfiguration]
     /// Where each value came from, warnings, and how to load it again. Not part of `==`.
@@ -78,9 +84,18 @@ public struct LifeguardConfiguration: Sendable, Equatable {
         authType: nil,
         authFile: nil,
         clientTLS: ClientTLSConfiguration(),
+        authUser: nil,
+        authQuery: defaultAuthQuery,
+        authDbname: nil,
         databases: [],
         provenance: Provenance()
     )
+
+    /// PgBouncer's default `auth_query` since 1.24.1: a password past its `VALID UNTIL` comes back NULL, and a role that
+    /// may not log in is not found.
+    public static let defaultAuthQuery =
+        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+        + "FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
 
     /// The `[databases.NAME]` entry for `name`, if any.
     public func database(named name: String) -> DatabaseConfiguration? {

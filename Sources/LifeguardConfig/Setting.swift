@@ -26,6 +26,9 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case clientTLSCAFile = "client_tls_ca_file"
     case clientTLSProtocols = "client_tls_protocols"
     case clientTLSCiphers = "client_tls_ciphers"
+    case authUser = "auth_user"
+    case authQuery = "auth_query"
+    case authDbname = "auth_dbname"
 
     /// The TOML key, `pool_size`.
     public var key: String { self.rawValue }

@@ -1,6 +1,7 @@
 import NIOCore
 
-/// Authenticates Lifeguard towards PostgreSQL: trust, cleartext, md5 and SCRAM-SHA-256 (no channel binding).
+/// Authenticates Lifeguard towards PostgreSQL: trust, cleartext, md5 and SCRAM-SHA-256 (no channel binding), with a
+/// password or a pass-through credential (``PGLoginCredential``: an md5 secret, or a SCRAM ClientKey).
 ///
 /// Pure: feed it every Authentication request the server sends and do what the returned action says. After
 /// ``Action/authenticated`` the server goes on with ParameterStatus, BackendKeyData and ReadyForQuery (an
@@ -31,22 +32,31 @@ public struct PGClientAuthenticationStateMachine: Sendable {
     }
 
     private let user: String
-    private let password: String?
+    private let credential: PGLoginCredential?
     private let makeClientNonce: @Sendable () -> String
     private var state: State = .initial
 
     /// - Parameters:
     ///   - user: the role name sent in the StartupMessage (md5 salts the hash with it).
-    ///   - password: from the upstream DSN or a plain-text auth_file entry; `nil` allows trust only.
+    ///   - credential: what Lifeguard can prove for this role; `nil` allows trust only.
+    public init(user: String, credential: PGLoginCredential?) {
+        self.init(user: user, credential: credential, clientNonce: SCRAMSHA256.makeNonce)
+    }
+
+    /// - Parameter password: from the upstream DSN or a plain-text auth_file entry; `nil` allows trust only.
     public init(user: String, password: String?) {
-        self.init(user: user, password: password, clientNonce: SCRAMSHA256.makeNonce)
+        self.init(user: user, credential: password.map { .password($0) })
     }
 
     /// Tests fix the client nonce to replay known exchanges.
-    init(user: String, password: String?, clientNonce: @escaping @Sendable () -> String) {
+    init(user: String, credential: PGLoginCredential?, clientNonce: @escaping @Sendable () -> String) {
         self.user = user
-        self.password = password
+        self.credential = credential
         self.makeClientNonce = clientNonce
+    }
+
+    init(user: String, password: String?, clientNonce: @escaping @Sendable () -> String) {
+        self.init(user: user, credential: password.map { .password($0) }, clientNonce: clientNonce)
     }
 
     public mutating func receive(_ request: PGAuthenticationRequest) -> Action {
@@ -56,27 +66,46 @@ public struct PGClientAuthenticationStateMachine: Sendable {
             return .authenticated
 
         case (.initial, .cleartextPassword):
-            guard let password = self.password else {
+            switch self.credential {
+            case .password(let password)?:
+                self.state = .waitingForOk
+                return .send(.password(password))
+            case nil:
                 return self.fail(.passwordRequired(method: "password"))
+            case .md5?, .scram?:
+                return self.fail(.secretCannotAnswer(method: "password", credential: self.credential))
             }
-            self.state = .waitingForOk
-            return .send(.password(password))
 
         case (.initial, .md5Password(let salt)):
-            guard let password = self.password else {
+            let response: String
+            switch self.credential {
+            case .password(let password)?:
+                response = PGMD5.passwordMessage(password: password, user: self.user, salt: salt)
+            case .md5(let hash)?:
+                response = PGMD5.passwordMessage(storedHash: hash, salt: salt)
+            case nil:
                 return self.fail(.passwordRequired(method: "md5"))
+            case .scram?:
+                return self.fail(.secretCannotAnswer(method: "md5", credential: self.credential))
             }
             self.state = .waitingForOk
-            return .send(.password(PGMD5.passwordMessage(password: password, user: self.user, salt: salt)))
+            return .send(.password(response))
 
         case (.initial, .sasl(let mechanisms)):
             guard mechanisms.contains(SCRAMSHA256.mechanism) else {
                 return self.fail(.unsupportedSASLMechanisms(mechanisms))
             }
-            guard let password = self.password else {
+            let client: SCRAMClient
+            switch self.credential {
+            case .password(let password)?:
+                client = SCRAMClient(password: password, clientNonce: self.makeClientNonce())
+            case .scram(let clientKey, let secret)?:
+                client = SCRAMClient(clientKey: clientKey, secret: secret, clientNonce: self.makeClientNonce())
+            case nil:
                 return self.fail(.passwordRequired(method: "scram-sha-256"))
+            case .md5?:
+                return self.fail(.secretCannotAnswer(method: "scram-sha-256", credential: self.credential))
             }
-            let client = SCRAMClient(password: password, clientNonce: self.makeClientNonce())
             self.state = .waitingForSASLContinue(client)
             let initial = PGSASLInitialResponse(
                 mechanism: SCRAMSHA256.mechanism,
@@ -139,6 +168,7 @@ public struct PGClientAuthenticationStateMachine: Sendable {
 public struct PGClientAuthenticationError: Error, Hashable, Sendable, CustomStringConvertible {
     private enum Code: Hashable, Sendable {
         case passwordRequired(String)
+        case secretCannotAnswer(method: String, secret: String)
         case unsupportedSASLMechanisms([String])
         case unsupportedMethod(String)
         case scram(SCRAMClient.Failure)
@@ -148,6 +178,15 @@ public struct PGClientAuthenticationError: Error, Hashable, Sendable, CustomStri
     private let code: Code
 
     static func passwordRequired(method: String) -> Self { Self(code: .passwordRequired(method)) }
+    static func secretCannotAnswer(method: String, credential: PGLoginCredential?) -> Self {
+        let secret =
+            switch credential {
+            case .md5?: "an md5 secret"
+            case .scram?: "a SCRAM-SHA-256 secret"
+            case .password?, nil: "a password"
+            }
+        return Self(code: .secretCannotAnswer(method: method, secret: secret))
+    }
     static func unsupportedSASLMechanisms(_ mechanisms: [String]) -> Self {
         Self(code: .unsupportedSASLMechanisms(mechanisms))
     }
@@ -159,6 +198,9 @@ public struct PGClientAuthenticationError: Error, Hashable, Sendable, CustomStri
         switch self.code {
         case .passwordRequired(let method):
             "the server asks for \(method) authentication but no password is configured for this user"
+        case .secretCannotAnswer(let method, let secret):
+            "the server asks for \(method) authentication but Lifeguard holds only \(secret) for this user "
+                + "(configure a password, or make the server use the method of the secret)"
         case .unsupportedSASLMechanisms(let mechanisms):
             "the server offers SASL mechanisms \(mechanisms) but only SCRAM-SHA-256 is supported"
         case .unsupportedMethod(let method):
@@ -173,6 +215,9 @@ public struct PGClientAuthenticationError: Error, Hashable, Sendable, CustomStri
             "the server reported a SCRAM error: \(error)"
         case .scram(.serverSignatureMismatch):
             "the server's SCRAM signature is wrong: it does not know the password (possible impostor)"
+        case .scram(.secretMismatch):
+            "the server's SCRAM salt or iteration count differs from the secret's: the password changed since "
+                + "the secret was taken (update auth_file, or let a client log in again)"
         case .unexpectedRequest(let state):
             "unexpected authentication request while \(state)"
         }

@@ -44,6 +44,10 @@ public struct PGServerAuthenticationStateMachine: Sendable {
     private let user: String
     private let secret: PGAuthSecret?
     private var state: State = .initial
+    /// Once the client is authenticated against a secret: what Lifeguard may log in to PostgreSQL with as this user
+    /// (pass-through). The md5 secret itself after md5, the ClientKey the proof revealed after SCRAM with a SCRAM
+    /// secret, the password of a plain-text entry; nil under trust.
+    public private(set) var credential: PGLoginCredential?
     private let randomSalt: @Sendable () -> [UInt8]
     private let makeServerNonce: @Sendable () -> String
 
@@ -120,6 +124,11 @@ public struct PGServerAuthenticationStateMachine: Sendable {
                 return self.fail(.wrongPassword)
             }
             self.state = .done
+            switch self.secret {
+            case .plain(let password)?: self.credential = .password(password)
+            case .md5(let hash)?: self.credential = .md5(hash: hash)
+            case .scramSHA256?, nil: break
+            }
             return .authenticated([.authentication(.ok)])
 
         case .waitingForSASLInitialResponse(var server, let mismatch):
@@ -145,8 +154,9 @@ public struct PGServerAuthenticationStateMachine: Sendable {
 
         case .waitingForSASLResponse(let server, let mismatch):
             let serverFinal: String
+            let clientKey: [UInt8]
             do {
-                serverFinal = try server.receiveClientFinal(String(buffer: frame.body))
+                (serverFinal, clientKey) = try server.verifyClientFinal(String(buffer: frame.body))
             } catch .invalidProof {
                 return self.fail(mismatch ?? .wrongPassword)
             } catch {
@@ -157,6 +167,11 @@ public struct PGServerAuthenticationStateMachine: Sendable {
                 return self.fail(mismatch)
             }
             self.state = .done
+            switch self.secret {
+            case .plain(let password)?: self.credential = .password(password)
+            case .scramSHA256(let secret)?: self.credential = .scram(clientKey: clientKey, secret: secret)
+            case .md5?, nil: break
+            }
             return .authenticated([
                 .authentication(.saslFinal(ByteBuffer(string: serverFinal))),
                 .authentication(.ok),

@@ -122,6 +122,9 @@ func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
 }
 
 /// The client half of one SCRAM-SHA-256 exchange without channel binding (gs2 header `n,,`).
+///
+/// It proves either a password, or a ClientKey recovered from a client's proof (pass-through): the keys are then
+/// the secret's, and only a server that challenges with the secret's salt and iteration count can be answered.
 struct SCRAMClient: Sendable {
     enum Failure: Error, Hashable, Sendable {
         case malformedServerFirst(String)
@@ -129,16 +132,37 @@ struct SCRAMClient: Sendable {
         case malformedServerFinal(String)
         case serverError(String)
         case serverSignatureMismatch
+        /// Pass-through: the server's salt or iteration count is not the secret's (the password changed).
+        case secretMismatch
+    }
+
+    private enum Proof: Sendable {
+        case password([UInt8])
+        case clientKey([UInt8], PGSCRAMSecret)
     }
 
     let clientFirstMessageBare: String
-    private let password: [UInt8]
+    private let proof: Proof
     private let clientNonce: String
     private var expectedServerSignature: [UInt8] = []
 
     /// PostgreSQL takes the user from the StartupMessage and expects an empty `n=` here (as libpq sends).
     init(username: String = "", password: String, clientNonce: String = SCRAMSHA256.makeNonce()) {
-        self.password = SCRAMSHA256.preparePassword(password)
+        self.init(username: username, proof: .password(SCRAMSHA256.preparePassword(password)), clientNonce: clientNonce)
+    }
+
+    /// Pass-through: `clientKey` was recovered from a client's proof against `secret` (H(ClientKey) = StoredKey).
+    init(
+        username: String = "",
+        clientKey: [UInt8],
+        secret: PGSCRAMSecret,
+        clientNonce: String = SCRAMSHA256.makeNonce()
+    ) {
+        self.init(username: username, proof: .clientKey(clientKey, secret), clientNonce: clientNonce)
+    }
+
+    private init(username: String, proof: Proof, clientNonce: String) {
+        self.proof = proof
         self.clientNonce = clientNonce
         self.clientFirstMessageBare = "n=\(SCRAMSHA256.escapeName(username)),r=\(clientNonce)"
     }
@@ -165,14 +189,26 @@ struct SCRAMClient: Sendable {
         guard let iterations = Int(attributes[2].value), iterations >= 1 else {
             throw .malformedServerFirst("invalid iteration count")
         }
-        let salted = SCRAMSHA256.saltedPassword(password: self.password, salt: Array(salt), iterations: iterations)
+        let clientKey: [UInt8]
+        let serverKey: [UInt8]
+        switch self.proof {
+        case .password(let password):
+            let salted = SCRAMSHA256.saltedPassword(password: password, salt: Array(salt), iterations: iterations)
+            clientKey = SCRAMSHA256.clientKey(saltedPassword: salted)
+            serverKey = SCRAMSHA256.serverKey(saltedPassword: salted)
+        case .clientKey(let key, let secret):
+            // The keys hold only for the salt and iteration count they were derived with.
+            guard Array(salt) == secret.salt, iterations == secret.iterations else {
+                throw .secretMismatch
+            }
+            clientKey = key
+            serverKey = secret.serverKey
+        }
         let clientFinalWithoutProof = "c=biws,r=\(nonce)"
         let authMessage = Array("\(self.clientFirstMessageBare),\(serverFirst),\(clientFinalWithoutProof)".utf8)
-        let clientKey = SCRAMSHA256.clientKey(saltedPassword: salted)
         let storedKey = SCRAMSHA256.hash(clientKey)
         let clientSignature = SCRAMSHA256.hmac(key: storedKey, authMessage)
         let proof = SCRAMSHA256.xor(clientKey, clientSignature)
-        let serverKey = SCRAMSHA256.serverKey(saltedPassword: salted)
         self.expectedServerSignature = SCRAMSHA256.hmac(key: serverKey, authMessage)
         return "\(clientFinalWithoutProof),p=\(Data(proof).base64EncodedString())"
     }
@@ -260,6 +296,12 @@ struct SCRAMServer: Sendable {
 
     /// Checks the client-final-message's proof and returns the server-final-message (`v=<signature>`).
     func receiveClientFinal(_ clientFinal: String) throws(Failure) -> String {
+        try self.verifyClientFinal(clientFinal).serverFinal
+    }
+
+    /// The same, with the ClientKey the proof revealed (ClientProof XOR ClientSignature, checked against StoredKey):
+    /// it lets Lifeguard log in to PostgreSQL as the client without knowing the password (pass-through).
+    func verifyClientFinal(_ clientFinal: String) throws(Failure) -> (serverFinal: String, clientKey: [UInt8]) {
         guard let proofRange = clientFinal.range(of: ",p=", options: .backwards) else {
             throw .malformedClientFinal("missing proof")
         }
@@ -287,6 +329,6 @@ struct SCRAMServer: Sendable {
             throw .invalidProof
         }
         let serverSignature = SCRAMSHA256.hmac(key: self.secret.serverKey, authMessage)
-        return "v=\(Data(serverSignature).base64EncodedString())"
+        return ("v=\(Data(serverSignature).base64EncodedString())", clientKey)
     }
 }

@@ -56,6 +56,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     private var running = false
     private var pool: ProxyPool?
     private var admitted = false
+    /// An `auth_query` lookup runs for this client: its bytes are neither read nor framed until it answers.
+    private var lookingUp = false
     /// What `lifeguard_client_connections{state}` counts this client as.
     private var activity: ClientConnectionState?
     private var cancelTarget: CancelTarget?
@@ -73,6 +75,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     private var directTLS = false
     /// The client certificate's common name, once TLS is up and the client sent one.
     private var certificateName: String?
+    /// The StartupMessage's user, once admitted.
+    private var user = ""
 
     init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator, tls: ClientTLS? = nil) {
         self.proxy = context
@@ -94,7 +98,13 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.frames.append(self.unwrapInboundIn(data))
+        self.frameInput()
+    }
+
+    /// Frames what the client sent and feeds it to the session, message by message.
+    private func frameInput() {
         while !self.session.isClosed {
+            if case .admitting = self.session.state { break }
             self.running = true
             do {
                 if case .startup = self.session.state {
@@ -103,7 +113,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                     {
                         // A TLS ClientHello where a startup packet would be: direct TLS.
                         self.running = false
-                        self.startDirectTLS(context: context)
+                        self.startDirectTLS()
                         return
                     }
                     guard let packet = try self.frames.nextStartupPacket(self.startupDecoder) else {
@@ -186,7 +196,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     /// Reads from the client wait while the session holds them back (its server connection is full, or too much
     /// waits for one).
     func read(context: ChannelHandlerContext) {
-        if self.readsPaused || !self.credit.mayContinue() {
+        if self.readsPaused || self.lookingUp || !self.credit.mayContinue() {
             self.readPending = true
         } else {
             context.read()
@@ -194,7 +204,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     }
 
     private func readIfAllowed() {
-        guard self.readPending, !self.readsPaused, self.credit.mayContinue(), let context = self.context else { return }
+        guard self.readPending, !self.readsPaused, !self.lookingUp, self.credit.mayContinue(),
+            let context = self.context
+        else { return }
         self.readPending = false
         context.read()
     }
@@ -331,7 +343,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         case .flushServer(let lease):
             self.sendToServer(lease)
         case .admit(let user, let database):
-            self.enqueue(.admission(self.admit(user: user, database: database)))
+            self.admit(user: user, database: database)
+        case .passThrough(let credential):
+            if let pool = self.pool, pool.usePassThrough(credential, user: self.user) {
+                self.proxy.logger.debug(
+                    "server logins use what a client proved",
+                    metadata: ["pool": "\(pool.key)", "credential": "\(credential)"]
+                )
+            }
         case .rejected(let reason):
             self.proxy.metrics.clientRejected(reason: Self.label(reason))
         case .authenticationFailed(let user, let reason):
@@ -407,25 +426,36 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         unsafeDowncast(reference, to: ServerConnection.self)
     }
 
-    private func admit(user: String, database: String) -> ClientAdmission {
+    /// Decides the client's admission: at once, or once `auth_query` has found the secret of a user the auth_file
+    /// does not list.
+    private func admit(user: String, database: String) {
         let configuration = self.proxy.configuration
         if configuration.authType == .cert {
             // PostgreSQL's words: the certificate's common name must be the user.
             guard let name = self.certificateName else {
-                return .certificateRefused(message: "connection requires a valid client certificate")
+                self.enqueue(.admission(.certificateRefused(message: "connection requires a valid client certificate")))
+                return
             }
             guard name == user else {
-                return .certificateRefused(message: "certificate authentication failed for user \"\(user)\"")
+                self.enqueue(
+                    .admission(.certificateRefused(message: "certificate authentication failed for user \"\(user)\""))
+                )
+                return
             }
         }
         guard self.proxy.clients.admit(self.clientID, maxClients: configuration.maxClientConn) else {
-            return .tooManyClients(max: configuration.maxClientConn)
+            self.enqueue(.admission(.tooManyClients(max: configuration.maxClientConn)))
+            return
         }
         self.admitted = true
+        self.user = user
         let pool: ProxyPool
         switch self.proxy.pool(database: database, user: user) {
-        case .failure(let error): return .noRoute(database: database, message: error.message)
-        case .success(let found): pool = found
+        case .failure(let error):
+            self.enqueue(.admission(.noRoute(database: database, message: error.message)))
+            return
+        case .success(let found):
+            pool = found
         }
         self.pool = pool
         let (key, target) =
@@ -439,18 +469,57 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             case .md5?: .md5
             case .scramSHA256?: .scramSHA256
             }
-        return .admitted(
+        let secret = self.proxy.secret(for: user)
+        guard secret == nil, method != .trust, configuration.authUser != nil, let eventLoop = self.context?.eventLoop
+        else {
+            self.enqueue(.admission(self.login(pool, method: method, user: user, secret: secret, cancelKey: key)))
+            return
+        }
+        self.lookingUp = true
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        self.proxy.authQueries.lookup(user: user, database: database, context: self.proxy) { result in
+            // Always a new task, even on this loop: the answer may come before `lookup` returns.
+            eventLoop.execute {
+                handler.value.lookedUp(result, pool: pool, method: method, user: user, cancelKey: key)
+            }
+        }
+    }
+
+    private func lookedUp(
+        _ result: Result<PGAuthSecret?, AuthLookupError>,
+        pool: ProxyPool,
+        method: PGServerAuthenticationStateMachine.Method,
+        user: String,
+        cancelKey: PGCancelRequest
+    ) {
+        self.lookingUp = false
+        switch result {
+        case .success(let secret):
+            let login = self.login(pool, method: method, user: user, secret: secret, cancelKey: cancelKey)
+            self.enqueue(.admission(login))
+        case .failure(let error):
+            self.enqueue(.admission(.lookupFailed(message: error.message)))
+        }
+        // What the client sent meanwhile (its first authentication message, at most) is read now.
+        self.frameInput()
+        self.readIfAllowed()
+    }
+
+    private func login(
+        _ pool: ProxyPool,
+        method: PGServerAuthenticationStateMachine.Method,
+        user: String,
+        secret: PGAuthSecret?,
+        cancelKey: PGCancelRequest
+    ) -> ClientAdmission {
+        .admitted(
             ClientLogin(
                 mode: pool.mode,
-                authentication: PGServerAuthenticationStateMachine(
-                    method: method,
-                    user: user,
-                    secret: self.proxy.secret(for: user)
-                ),
+                authentication: PGServerAuthenticationStateMachine(method: method, user: user, secret: secret),
                 cachedParameters: pool.cachedParameters,
                 spellings: pool.spellings,
-                cancelKey: key,
-                resetQuery: configuration.resetQuery
+                cancelKey: cancelKey,
+                resetQuery: self.proxy.configuration.resetQuery
             )
         )
     }
@@ -540,8 +609,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     }
 
     /// The bytes read so far are the start of a handshake: they go through the TLS handler, from the head.
-    private func startDirectTLS(context: ChannelHandlerContext) {
-        guard let tls = self.tls else { return }
+    private func startDirectTLS() {
+        guard let tls = self.tls, let context = self.context else { return }
         self.directTLS = true
         let buffered = self.frames.takeAll()
         do {

@@ -20,10 +20,11 @@ final class ProxyPool: Sendable {
     /// The last client's wanted parameters; clients of one application usually want the same, and share its storage.
     private let lastWanted = Mutex(SessionParameters())
     private let learnedSpellings = Mutex(ParameterSpellings())
+    private let passThrough = PassThroughCredential()
 
     init(
         route: ProxyRoute,
-        authFilePassword: String?,
+        authFileSecret: PGAuthSecret?,
         group: any EventLoopGroup,
         metrics: PoolMetrics,
         observer: any PoolObserver,
@@ -35,7 +36,8 @@ final class ProxyPool: Sendable {
         let cache = self.parameterCache
         let factory = ServerConnectionFactory(
             group: group,
-            target: SharedTarget(ServerTarget(route: route, authFilePassword: authFilePassword)),
+            target: SharedTarget(ServerTarget(route: route, authFileSecret: authFileSecret)),
+            passThrough: self.passThrough,
             connected: { cache.remember($0) },
             logger: logger
         )
@@ -73,14 +75,24 @@ final class ProxyPool: Sendable {
         }
     }
 
+    /// A client of `user` proved the secret `credential` comes from: the next server connections log in with it when
+    /// the configuration gives no password for the pool's user, which must be that client's own.
+    /// Returns whether it is used.
+    @discardableResult
+    func usePassThrough(_ credential: PGLoginCredential, user: String) -> Bool {
+        guard self.route.serverUser == user else { return false }
+        self.passThrough.value = credential
+        return true
+    }
+
     /// A reload: new sizes and timeouts now, new connection settings for the next connections.
-    func update(route: ProxyRoute, authFilePassword: String?) {
+    func update(route: ProxyRoute, authFileSecret: PGAuthSecret?) {
         let old = self.settings.withLock { settings in
             let old = settings
             settings = route
             return old
         }
-        self.factory.target.value = ServerTarget(route: route, authFilePassword: authFilePassword)
+        self.factory.target.value = ServerTarget(route: route, authFileSecret: authFileSecret)
         if old.configuration != route.configuration {
             self.pool.reconfigure(route.configuration)
         }

@@ -210,6 +210,8 @@ final class ProxyContext: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     let clients: ClientRegistry
+    /// `auth_query` answers, kept briefly.
+    let authQueries = AuthQueryLookup()
     /// Every pool, once, as it is created: ``ProxyServer/run()`` runs them. Finished by ``closePools()``.
     let createdPools: AsyncStream<ProxyPool>
     private let createdPoolsInput: AsyncStream<ProxyPool>.Continuation
@@ -277,7 +279,7 @@ final class ProxyContext: Sendable {
             let metrics = self.metrics.pool(database: route.key.database, user: route.key.user)
             let pool = ProxyPool(
                 route: route,
-                authFilePassword: Self.plainPassword(state.userList[route.serverUser]),
+                authFileSecret: state.userList[route.serverUser],
                 group: self.group,
                 metrics: metrics,
                 observer: self.makeObserver(route.key, metrics),
@@ -327,6 +329,8 @@ final class ProxyContext: Sendable {
             state.clientTLS = clientTLS
             return state.pools
         }
+        // The query, its user or its database may have changed.
+        self.authQueries.forgetAll()
         self.metrics.setClientMaxConnections(configuration.maxClientConn)
         for (key, pool) in pools {
             // The route that the pool's clients would get now; a pool no longer routed keeps its settings.
@@ -334,12 +338,7 @@ final class ProxyContext: Sendable {
             guard case .success(let route) = configuration.route(database: database, user: pool.route.serverUser),
                 route.key == key
             else { continue }
-            pool.update(route: route, authFilePassword: Self.plainPassword(userList[route.serverUser]))
+            pool.update(route: route, authFileSecret: userList[route.serverUser])
         }
-    }
-
-    private static func plainPassword(_ secret: PGAuthSecret?) -> String? {
-        if case .plain(let password)? = secret { return password }
-        return nil
     }
 }

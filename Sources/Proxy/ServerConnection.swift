@@ -264,12 +264,12 @@ final class ServerChannelHandler: ChannelDuplexHandler {
 
     init(
         user: String,
-        password: String?,
+        credential: PGLoginCredential?,
         startupMessage: PGStartupMessage,
         promise: EventLoopPromise<ServerStartupResult>
     ) {
         self.state = .connecting(
-            PGClientAuthenticationStateMachine(user: user, password: password),
+            PGClientAuthenticationStateMachine(user: user, credential: credential),
             ServerStartupResult(),
             promise
         )

@@ -18,8 +18,9 @@ struct ServerTarget: Sendable {
     var port: Int
     var user: String
     var database: String
-    /// From the DSN, else the auth_file's plain password for `user`. Never logged.
-    var password: String?
+    /// The DSN's password, else the auth_file's plain password or md5 secret for `user`, else what a client's
+    /// login proved (pass-through, set per connect). Never logged.
+    var credential: PGLoginCredential?
     /// Extra StartupMessage parameters from the DSN (`options`, `application_name`).
     var startupOptions: [(String, String)]
     var connectTimeout: TimeAmount
@@ -28,7 +29,7 @@ struct ServerTarget: Sendable {
     /// The name the server's certificate must carry (`host`, even when `hostaddr` is what is dialled), and SNI.
     var tlsHost: String
 
-    init(route: ProxyRoute, authFilePassword: String?) {
+    init(route: ProxyRoute, authFileSecret: PGAuthSecret?) {
         let dsn = route.upstream
         // libpq takes the first of a comma-separated host list; `hostaddr` skips name resolution.
         let host = dsn.hostaddr ?? dsn.host?.split(separator: ",").first.map(String.init) ?? "/var/run/postgresql"
@@ -36,7 +37,11 @@ struct ServerTarget: Sendable {
         self.port = dsn.port ?? 5432
         self.user = route.serverUser
         self.database = route.serverDatabase
-        self.password = dsn.password ?? authFilePassword
+        switch (dsn.password, authFileSecret) {
+        case (let password?, _), (nil, .plain(let password)?): self.credential = .password(password)
+        case (nil, .md5(let hash)?): self.credential = .md5(hash: hash)
+        case (nil, .scramSHA256?), (nil, nil): self.credential = nil
+        }
         var options: [(String, String)] = []
         for keyword in ["options", "application_name"] {
             if let value = dsn[keyword], !value.isEmpty { options.append((keyword, value)) }
@@ -66,6 +71,8 @@ struct ServerTarget: Sendable {
 struct ServerConnectionFactory: ConnectionFactory {
     let group: any EventLoopGroup
     let target: SharedTarget
+    /// What the pool's clients proved, for a user without a configured credential (``ClientAction/passThrough(_:)``).
+    let passThrough: PassThroughCredential
     /// Called with every new connection (to fill the pool's ParameterStatus cache).
     let connected: @Sendable (ServerConnection) -> Void
     let logger: Logger
@@ -84,7 +91,8 @@ struct ServerConnectionFactory: ConnectionFactory {
     }
 
     private func open(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
-        let target = self.target.value
+        var target = self.target.value
+        if target.credential == nil { target.credential = self.passThrough.value }
         let tls: ServerTLS
         switch target.tls {
         case .success(let settings): tls = settings
@@ -146,7 +154,7 @@ struct ServerConnectionFactory: ConnectionFactory {
             database: target.database,
             options: target.startupOptions
         )
-        let password = target.password
+        let credential = target.credential
         let user = target.user
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(target.connectTimeout)
@@ -155,7 +163,7 @@ struct ServerConnectionFactory: ConnectionFactory {
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ServerChannelHandler(
                         user: user,
-                        password: password,
+                        credential: credential,
                         startupMessage: startupMessage,
                         promise: startupPromise
                     )
@@ -255,6 +263,17 @@ final class SharedTarget: Sendable {
     }
 
     var value: ServerTarget {
+        get { self.state.withLock { $0 } }
+        set { self.state.withLock { $0 = newValue } }
+    }
+}
+
+/// The credential a client's login proved for its pool's user (pass-through); the latest login wins, so a changed
+/// password takes effect with the next client that logs in with it.
+final class PassThroughCredential: Sendable {
+    private let state = Mutex<PGLoginCredential?>(nil)
+
+    var value: PGLoginCredential? {
         get { self.state.withLock { $0 } }
         set { self.state.withLock { $0 = newValue } }
     }

@@ -29,6 +29,9 @@ public enum ClientAdmission: Sendable {
     case noRoute(database: String, message: String)
     /// `auth_type = cert`: no client certificate, or one for another user (the message says which).
     case certificateRefused(message: String)
+    /// The user's secret could not be looked up (`auth_query`: its database unreachable, the query failing); the
+    /// message says why, without a secret, and the client gets it as a FATAL 08006.
+    case lookupFailed(message: String)
     /// Admitted to its pool. Boxed: the login is large, and the I/O layer queues admissions with its other events.
     indirect case admitted(ClientLogin)
 }
@@ -161,13 +164,17 @@ public enum ClientAction: Sendable {
     case startTLS
     /// Write ``ClientSession/takeServerOutput()`` to the server connection of `lease` and flush.
     case flushServer(ServerLease)
-    /// Check the StartupMessage's user and database against `max_client_conn` and the routes; answer with
-    /// ``ClientSession/admissionDecided(_:into:)``.
+    /// Check the StartupMessage's user and database against `max_client_conn` and the routes, and find the user's
+    /// secret; answer with ``ClientSession/admissionDecided(_:into:)``, at once or later (the session waits in
+    /// `admitting`).
     case admit(user: String, database: String)
     /// Count a rejected client.
     case rejected(ClientRejection)
     /// Log a failed authentication (never with a secret).
     case authenticationFailed(user: String, reason: String)
+    /// The client proved the secret this credential comes from: its pool may log in to PostgreSQL with it when no
+    /// password is configured for the user (pass-through). Comes before the first ``requestLease(token:)``.
+    case passThrough(PGLoginCredential)
     /// Forward a CancelRequest to the server connection the key's client holds.
     case forwardCancel(PGCancelRequest)
     /// Ask the pool for a server connection; answer with ``ClientSession/leaseRequested(token:request:into:)`` and

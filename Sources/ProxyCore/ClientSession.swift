@@ -9,7 +9,8 @@ import PoolCore
 /// that fails at once) is fed afterwards and sees the new state.
 ///
 /// States (``State``):
-/// - `startup` → `authenticating` (StartupMessage, admitted) | `closed`
+/// - `startup` → `admitting` (StartupMessage) | `closed`
+/// - `admitting` → `authenticating` (admitted) | `closed` (refused, drain, the client left)
 /// - `authenticating` → `loggingIn` (authenticated) | `closed`
 /// - `loggingIn` → `ready` (greeted: ParameterStatus, BackendKeyData, ReadyForQuery) | `closed`
 /// - `ready` → `closed` (Terminate, the client left, an error that ends the session, drain)
@@ -20,6 +21,9 @@ import PoolCore
 public struct ClientSession: Sendable {
     public enum State: Sendable {
         case startup
+        /// The StartupMessage asked for admission (``ClientAction/admit(user:database:)``), which the I/O layer may
+        /// decide later (an `auth_query` lookup): the client's further bytes wait unread until it is decided.
+        case admitting
         /// Boxed: the machine is large, and every other state is copied on the relay's hot path.
         indirect case authenticating(PGServerAuthenticationStateMachine)
         case loggingIn(Link)
@@ -206,11 +210,12 @@ public struct ClientSession: Sendable {
         if message.protocolMinorVersion > 0 || !message.protocolOptions.isEmpty {
             self.write(.negotiateProtocolVersion(newestMinorVersion: 0, unrecognizedOptions: message.protocolOptions))
         }
+        self.state = .admitting
         actions.append(.admit(user: user, database: message.database ?? user))
     }
 
     public mutating func admissionDecided(_ admission: ClientAdmission, into actions: inout [ClientAction]) {
-        guard case .startup = self.state else { return }
+        guard case .admitting = self.state else { return }
         switch admission {
         case .draining:
             self.fatal(sqlState: PGSQLState.adminShutdown, message: "lifeguard is shutting down", into: &actions)
@@ -233,6 +238,8 @@ public struct ClientSession: Sendable {
                 hint: "add a [databases.\(database)] entry, or set upstream to pass database names through",
                 into: &actions
             )
+        case .lookupFailed(let message):
+            self.fatal(sqlState: PGSQLState.connectionFailure, message: message, into: &actions)
         case .admitted(let login):
             self.mode = login.mode
             self.cachedParameters = login.cachedParameters
@@ -242,12 +249,13 @@ public struct ClientSession: Sendable {
             var machine = login.authentication
             let action = machine.start()
             self.state = .authenticating(machine)
-            self.authentication(action, into: &actions)
+            self.authentication(action, credential: machine.credential, into: &actions)
         }
     }
 
     private mutating func authentication(
         _ action: PGServerAuthenticationStateMachine.Action,
+        credential: PGLoginCredential?,
         into actions: inout [ClientAction]
     ) {
         switch action {
@@ -256,6 +264,8 @@ public struct ClientSession: Sendable {
             actions.append(.flushClient)
         case .authenticated(let messages):
             for message in messages { self.write(message) }
+            // Before the first lease: the pool may need it to open the client's server connection.
+            if let credential { actions.append(.passThrough(credential)) }
             self.state = .loggingIn(.none)
             if self.mode != .session, let cached = self.cachedParameters, self.spellAsTheServer(cached) {
                 self.greet(serverParameters: cached, into: &actions)
@@ -328,7 +338,7 @@ public struct ClientSession: Sendable {
         case .authenticating(var machine):
             let action = machine.receive(frame)
             self.state = .authenticating(machine)
-            self.authentication(action, into: &actions)
+            self.authentication(action, credential: machine.credential, into: &actions)
         case .loggingIn:
             // A client may pipeline its first query behind the startup packet.
             guard self.validate(frame, into: &actions) else { return }
@@ -336,7 +346,7 @@ public struct ClientSession: Sendable {
         case .ready:
             guard self.validate(frame, into: &actions) else { return }
             self.clientMessage(frame, into: &actions)
-        case .startup, .closed:
+        case .startup, .admitting, .closed:
             break
         }
     }
@@ -344,7 +354,7 @@ public struct ClientSession: Sendable {
     /// The client's bytes could not be framed (a bad length, a startup packet PostgreSQL would refuse).
     public mutating func protocolViolated(sqlState: String, message: String, into actions: inout [ClientAction]) {
         switch self.state {
-        case .startup, .authenticating:
+        case .startup, .admitting, .authenticating:
             actions.append(.rejected(.protocol))
         case .loggingIn, .ready, .closed:
             break
@@ -847,7 +857,7 @@ public struct ClientSession: Sendable {
     private mutating func closeIfDrainedAndIdle(into actions: inout [ClientAction]) -> Bool {
         guard self.draining else { return false }
         switch self.state {
-        case .ready(.none), .ready(.waiting), .startup, .authenticating:
+        case .ready(.none), .ready(.waiting), .startup, .admitting, .authenticating:
             self.fatal(sqlState: PGSQLState.adminShutdown, message: "lifeguard is shutting down", into: &actions)
             return true
         case .ready, .loggingIn, .closed:
@@ -879,7 +889,7 @@ public struct ClientSession: Sendable {
         switch self.state {
         case .closed: return
         case .loggingIn(let current), .ready(let current): link = current
-        case .startup, .authenticating: link = .none
+        case .startup, .admitting, .authenticating: link = .none
         }
         self.state = .closed
         self.reportCounts(into: &actions)
@@ -916,7 +926,7 @@ public struct ClientSession: Sendable {
     private var link: Link {
         switch self.state {
         case .loggingIn(let link), .ready(let link): link
-        case .startup, .authenticating, .closed: .none
+        case .startup, .admitting, .authenticating, .closed: .none
         }
     }
 
@@ -924,7 +934,7 @@ public struct ClientSession: Sendable {
         switch self.state {
         case .loggingIn: self.state = .loggingIn(link)
         case .ready: self.state = .ready(link)
-        case .startup, .authenticating, .closed: break
+        case .startup, .admitting, .authenticating, .closed: break
         }
     }
 

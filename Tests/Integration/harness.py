@@ -212,7 +212,10 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess:
 class PostgresServer:
     """initdb in a temporary directory (as the `postgres` user when we are root), 127.0.0.1 only, trust
     authentication. After start(): the superuser `postgres` and a login role `app` (password `app_password`,
-    not checked under trust) owning the database `appdb`. stop()/start() keep the port, for outage tests."""
+    not checked under trust) owning the database `appdb`. stop()/start() keep the port, for outage tests.
+
+    hba: pg_hba.conf lines that replace the trust rules for everyone but the superuser (which the harness's own psql
+    uses), for example ["host all all 127.0.0.1/32 scram-sha-256"]."""
 
     superuser = "postgres"
     user = "app"
@@ -222,7 +225,8 @@ class PostgresServer:
 
     def __init__(self, settings: Mapping[str, str] | None = None, bin_dir: Path = PG_BIN,
                  hba: Sequence[str] | None = None):
-        """settings: postgresql.conf values; hba: pg_hba.conf lines that replace initdb's (trust everywhere)."""
+        """settings: postgresql.conf values; hba: pg_hba.conf lines that replace initdb's (trust everywhere),
+        after local trust and the superuser's own line."""
         self.bin = bin_dir
         if not (self.bin / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 not found in {self.bin}: install postgresql-15 (scripts/test does)")
@@ -274,8 +278,11 @@ class PostgresServer:
             if r.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{r.stdout}{r.stderr}")
             if self.hba is not None:
+                # The superuser's own line keeps the harness's psql working; TLS-only servers get it as hostssl.
+                kind = "hostssl" if self.settings.get("ssl") == "on" else "host"
+                rules = ["local all all trust", f"{kind} all {self.superuser} {LOOPBACK}/32 trust", *self.hba]
                 hba_file = self.data / "pg_hba.conf"
-                hba_file.write_text("\n".join(self.hba) + "\n")
+                hba_file.write_text("\n".join(rules) + "\n")
                 if IS_ROOT:
                     shutil.chown(hba_file, "postgres", "postgres")
         attempts = 1 if self.port is not None else 3

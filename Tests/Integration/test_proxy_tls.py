@@ -30,7 +30,6 @@ def pki(tmp_path_factory) -> certs.TestPKI:
 @pytest.fixture(scope="module")
 def tls_postgres(pki):
     server = harness.PostgresServer(hba=[
-        "local all all trust",
         "hostssl all all 127.0.0.1/32 trust",
         "hostnossl all all 0.0.0.0/0 reject",
     ])

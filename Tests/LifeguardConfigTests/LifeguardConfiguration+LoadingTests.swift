@@ -62,6 +62,11 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         ) {
             $0.clientTLS.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256"
         },
+        .init(setting: .authUser, toml: "\"lookup\"", text: "lookup") { $0.authUser == "lookup" },
+        .init(setting: .authQuery, toml: "\"SELECT * FROM auth.lookup($1)\"", text: "SELECT * FROM auth.lookup($1)") {
+            $0.authQuery == "SELECT * FROM auth.lookup($1)"
+        },
+        .init(setting: .authDbname, toml: "\"postgres\"", text: "postgres") { $0.authDbname == "postgres" },
     ]
 }
 
@@ -118,6 +123,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(configuration.logLevel == .info)
         #expect(configuration.authType == nil)
         #expect(configuration.authFile == nil)
+        #expect(configuration.authUser == nil)
+        #expect(configuration.authQuery == LifeguardConfiguration.defaultAuthQuery)
+        #expect(configuration.authDbname == nil)
         #expect(configuration.databases.isEmpty)
         #expect(configuration.provenance.origins[Setting.poolSize.key] == nil)
     }
@@ -367,7 +375,14 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         )
         #expect(
             Self.problems(flags: [.authType: "scram-sha-256"]) == [
-                "--auth-type: scram-sha-256 needs auth_file, a PgBouncer userlist file with the clients' passwords"
+                "--auth-type: scram-sha-256 needs auth_file, a PgBouncer userlist file with the clients' passwords, "
+                    + "or auth_user to look them up with auth_query"
+            ]
+        )
+        #expect(
+            Self.problems(flags: [.authQuery: "SELECT rolname, rolpassword FROM pg_authid"]) == [
+                "--auth-query: expected an SQL query with $1 for the user name, "
+                    + "got \"SELECT rolname, rolpassword FROM pg_authid\""
             ]
         )
         #expect(
@@ -392,6 +407,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         )
         #expect(configuration.listen.port == 0)
         #expect(configuration.authType == .md5)
+        // auth_user alone serves: the secrets come from auth_query.
+        let lookup = try Self.load(flags: [.authType: "scram-sha-256", .authUser: "lookup"])
+        #expect(lookup.authUser == "lookup" && lookup.authFile == nil)
     }
 
     @Test func anEmptyResetQueryMeansNone() throws {

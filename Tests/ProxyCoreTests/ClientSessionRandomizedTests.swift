@@ -204,7 +204,8 @@ struct SessionDriver {
                 _ = self.harness.session.takeClientOutput()
                 self.closed = true
                 try self.apply { $0.clientClosed(into: &$1) }
-            case .admit, .rejected, .authenticationFailed, .forwardCancel, .cancelTarget, .activity, .count,
+            case .admit, .rejected, .authenticationFailed, .passThrough, .forwardCancel, .cancelTarget, .activity,
+                .count,
                 .pauseServerReads, .resumeServerReads, .pauseClientReads, .resumeClientReads:
                 break
             }

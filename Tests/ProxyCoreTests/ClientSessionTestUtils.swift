@@ -134,6 +134,7 @@ struct SessionHarness {
         case .admit(let user, let database): return "admit(\(user), \(database))"
         case .rejected(let reason): return "rejected(\(reason))"
         case .authenticationFailed(let user, let reason): return "authenticationFailed(\(user), \(reason))"
+        case .passThrough(let credential): return "passThrough(\(credential))"
         case .forwardCancel: return "forwardCancel"
         case .requestLease(let token): return "requestLease(\(token))"
         case .cancelLease(let request): return "cancelLease(R\(request.rawValue))"

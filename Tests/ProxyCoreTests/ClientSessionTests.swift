@@ -42,12 +42,85 @@ import Testing
             ),
             (.noRoute(database: "x", message: "no"), PGSQLState.invalidCatalogName, ["close"]),
             (.draining, PGSQLState.adminShutdown, ["close"]),
+            (.lookupFailed(message: "auth_query failed"), PGSQLState.connectionFailure, ["close"]),
         ] {
             var harness = SessionHarness()
             _ = harness.send { $0.startupReceived(PGStartupMessage(user: "app", database: "x"), into: &$1) }
             #expect(harness.send { $0.admissionDecided(admission, into: &$1) } == actions)
             #expect(harness.clientMessages().first.flatMap(Self.sqlState) == sqlState)
             #expect(harness.session.isClosed)
+        }
+    }
+
+    /// Admission may be decided later (an auth_query lookup): meanwhile the session waits for it alone.
+    @Test func admissionIsAwaitedInAdmitting() {
+        var harness = SessionHarness()
+        #expect(
+            harness.send { $0.startupReceived(PGStartupMessage(user: "app", database: "db"), into: &$1) }
+                == ["admit(app, db)"]
+        )
+        guard case .admitting = harness.session.state else {
+            Issue.record("not admitting: \(harness.session.state)")
+            return
+        }
+        // Nothing else moves it: a second StartupMessage, a frame.
+        #expect(harness.send { $0.startupReceived(PGStartupMessage(user: "x", database: "y"), into: &$1) } == [])
+        #expect(harness.frames([.password("early")]) == [])
+        guard case .admitting = harness.session.state else {
+            Issue.record("left admitting: \(harness.session.state)")
+            return
+        }
+        #expect(harness.clientMessages().isEmpty)
+        let login = harness.login(mode: .transaction)
+        #expect(harness.send { $0.admissionDecided(.admitted(login), into: &$1) } == ["flushClient", "activity(idle)"])
+        // Decided once: a late second answer changes nothing.
+        #expect(harness.send { $0.admissionDecided(.draining, into: &$1) } == [])
+        guard case .ready(.none) = harness.session.state else {
+            Issue.record("not ready: \(harness.session.state)")
+            return
+        }
+    }
+
+    @Test func aClientThatLeavesOrADrainWhileAdmittingEndsItThere() {
+        var left = SessionHarness()
+        _ = left.send { $0.startupReceived(PGStartupMessage(user: "app", database: "db"), into: &$1) }
+        #expect(left.send { $0.clientClosed(into: &$1) } == [])
+        #expect(left.session.isClosed)
+        let late = left.login(mode: .session)
+        #expect(left.send { $0.admissionDecided(.admitted(late), into: &$1) } == [])
+        #expect(left.clientMessages().isEmpty)
+
+        var drained = SessionHarness()
+        _ = drained.send { $0.startupReceived(PGStartupMessage(user: "app", database: "db"), into: &$1) }
+        #expect(drained.send { $0.drain(into: &$1) } == ["close"])
+        #expect(drained.clientMessages().first.flatMap(Self.sqlState) == PGSQLState.adminShutdown)
+        let afterDrain = drained.login(mode: .session)
+        #expect(drained.send { $0.admissionDecided(.admitted(afterDrain), into: &$1) } == [])
+    }
+
+    /// The credential a login proved goes to the I/O layer before the first lease, which may need it to open the
+    /// client's server connection; a failed login leaves none.
+    @Test func aProvenSecretIsPassedThroughBeforeTheFirstLease() throws {
+        let hash = String(PGMD5.storedHash(password: "pencil", user: "app").dropFirst(3))
+        for (password, expected) in [
+            ("pencil", ["passThrough(md5 secret (hidden))", "activity(waiting)", "requestLease(1)"]),
+            ("pen", ["rejected(auth)", "authenticationFailed(app, wrong_password)", "close"]),
+        ] {
+            var harness = SessionHarness()
+            _ = harness.send { $0.startupReceived(PGStartupMessage(user: "app", database: "db"), into: &$1) }
+            var login = harness.login(mode: .session)
+            login.authentication = PGServerAuthenticationStateMachine(
+                method: .md5,
+                user: "app",
+                secret: .md5(hash: hash)
+            )
+            #expect(harness.send { $0.admissionDecided(.admitted(login), into: &$1) } == ["flushClient"])
+            guard case .authentication(.md5Password(let salt))? = harness.clientMessages().first else {
+                Issue.record("expected an md5 challenge")
+                return
+            }
+            let response = PGMD5.passwordMessage(password: password, user: "app", salt: salt)
+            #expect(harness.frames([.password(response)]) == expected)
         }
     }
 

@@ -50,7 +50,7 @@ extension ReadCounter: Sendable {}
         let promise = loop.makePromise(of: ServerStartupResult.self)
         let handler = ServerChannelHandler(
             user: "app",
-            password: nil,
+            credential: nil,
             startupMessage: PGStartupMessage(user: "app", database: "app"),
             promise: promise
         )
