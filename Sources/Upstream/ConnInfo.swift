@@ -1,4 +1,5 @@
 import CLibPQ
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -37,12 +38,17 @@ public struct ConnInfo: Sendable, Hashable, CustomStringConvertible {
 
     /// Every option that has a value, in libpq's order, after defaults were applied.
     public let options: [Option]
+    /// Keywords newer than the libpq Lifeguard links (`sslnegotiation`, PostgreSQL 17), written in the string:
+    /// Lifeguard honours them itself and keeps them out of what it hands to libpq, which would refuse them.
+    public let newerOptions: [Option]
 
     /// Parses `connectionString` with libpq and fills unset keys from libpq's defaults.
     ///
     /// - Throws: ``ConnInfoError`` with libpq's message, any password in it masked.
     public init(_ connectionString: String) throws(ConnInfoError) {
-        let parsed = try Self.parse(connectionString)
+        let (libpqPart, newer) = Self.extractNewerOptions(connectionString)
+        self.newerOptions = newer.map { Option(keyword: $0.0, value: $0.1, source: .connectionString, isSecret: false) }
+        let parsed = try Self.parse(libpqPart)
         var options: [Option] = []
         let defaults = Self.libpqDefaults()
         for entry in parsed {
@@ -71,7 +77,7 @@ public struct ConnInfo: Sendable, Hashable, CustomStringConvertible {
 
     /// The option named `keyword` with its source, or nil when it has no value.
     public func option(_ keyword: String) -> Option? {
-        self.options.first { $0.keyword == keyword }
+        self.options.first { $0.keyword == keyword } ?? self.newerOptions.first { $0.keyword == keyword }
     }
 
     /// Every option's value by keyword, passwords included: for building connections, never for printing.
@@ -109,7 +115,7 @@ public struct ConnInfo: Sendable, Hashable, CustomStringConvertible {
     /// The options written in the string or taken from the environment, as a `key=value` string with every secret
     /// replaced by `********`. libpq's compiled-in defaults are left out to keep it short.
     public var redacted: String {
-        self.options
+        (self.options + self.newerOptions)
             .filter { $0.source != .libpqDefault }
             .map { "\($0.keyword)=\($0.isSecret ? Self.mask : Self.quoted($0.value))" }
             .joined(separator: " ")
@@ -179,6 +185,48 @@ extension ConnInfo {
             cursor += 1
         }
         return result
+    }
+
+    /// Keywords Lifeguard understands that libpq 15 does not.
+    static let newerKeywords = ["sslnegotiation"]
+
+    /// The keywords the linked libpq knows.
+    private static let libpqKeywords: Set<String> = {
+        guard let defaults = PQconndefaults() else { return [] }
+        defer { PQconninfoFree(defaults) }
+        return Set(Self.entries(defaults).map(\.keyword))
+    }()
+
+    /// Takes the keywords of ``newerKeywords`` that the linked libpq does not know out of a URI's query or a
+    /// `key=value` string; returns the rest and what was taken.
+    fileprivate static func extractNewerOptions(_ text: String) -> (String, [(String, String)]) {
+        let unknown = Self.newerKeywords.filter { !Self.libpqKeywords.contains($0) }
+        guard !unknown.isEmpty, unknown.contains(where: { text.contains($0) }) else { return (text, []) }
+        var taken: [(String, String)] = []
+        if text.hasPrefix("postgresql://") || text.hasPrefix("postgres://"), let mark = text.firstIndex(of: "?") {
+            var kept: [Substring] = []
+            for pair in text[text.index(after: mark)...].split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                if parts.count == 2, unknown.contains(String(parts[0])) {
+                    taken.append((String(parts[0]), String(parts[1]).removingPercentEncoding ?? String(parts[1])))
+                } else {
+                    kept.append(pair)
+                }
+            }
+            let base = String(text[..<mark])
+            return (kept.isEmpty ? base : base + "?" + kept.joined(separator: "&"), taken)
+        }
+        var rest = text
+        for keyword in unknown {
+            let pattern = try! Regex("(^|\\s)\(keyword)\\s*=\\s*('[^']*'|\\S+)")
+            while let match = rest.firstMatch(of: pattern) {
+                let value = String(rest[match.range].split(separator: "=", maxSplits: 1)[1])
+                    .trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "'"))
+                taken.append((keyword, value))
+                rest.replaceSubrange(match.range, with: " ")
+            }
+        }
+        return (rest, taken)
     }
 
     /// Quotes a value the way libpq's `key=value` syntax wants it.

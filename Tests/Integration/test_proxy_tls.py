@@ -422,3 +422,17 @@ def test_sighup_rereads_certificates_and_keeps_the_old_ones_when_broken(lifeguar
     assert served_certificate_serial(target, pki) != first
     assert held.execute("select 2").fetchone() == (2,)
     held.close()
+
+
+def test_direct_tls_to_the_server(tls_pooler, tls_postgres, pki):
+    """sslnegotiation=direct (PostgreSQL 17's TLS without SSLRequest, ALPN postgresql). PostgreSQL 15 cannot take it,
+    Lifeguard can: a second Lifeguard in front of the TLS-only server is the direct-TLS server here."""
+    inner = tls_both_sides(tls_pooler, tls_postgres, pki, "transaction")
+    outer = tls_pooler(mode="transaction", upstream=f"postgresql://localhost:{inner.port}/?sslmode=verify-full"
+                                                     f"&sslrootcert={pki.ca.path}&sslnegotiation=direct")
+    with outer.connect() as conn:
+        assert conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+    # A weak sslmode with direct negotiation is refused up front, as by libpq.
+    result = tls_pooler.lifeguard.run("check-config", "--upstream",
+                                      f"postgresql://localhost:{inner.port}/?sslmode=prefer&sslnegotiation=direct")
+    assert result.returncode == 2 and "sslnegotiation=direct" in result.stderr, result.stderr

@@ -18,6 +18,23 @@ import Testing
         #expect(info.option("host")?.source == .connectionString)
     }
 
+    /// libpq 15 does not know PostgreSQL 17's `sslnegotiation`: Lifeguard reads it itself and keeps it from libpq.
+    @Test func readsSSLNegotiationThatLibpq15DoesNotKnow() throws {
+        for text in [
+            "postgresql://app@db:5432/orders?sslnegotiation=direct&sslmode=require",
+            "postgresql://app@db:5432/orders?sslmode=require&sslnegotiation=direct",
+            "host=db sslnegotiation=direct sslmode=require dbname=orders",
+            "sslnegotiation = 'direct' host=db sslmode=require dbname=orders",
+        ] {
+            let info = try ConnInfo(text)
+            #expect(info["sslnegotiation"] == "direct", "\(text)")
+            #expect(info.sslmode == "require", "\(text)")
+            #expect(info.dbname == "orders", "\(text)")
+            #expect(info.redacted.contains("sslnegotiation=direct"), "\(text)")
+            #expect(!info.unredactedConnectionString.contains("sslnegotiation"), "\(text)")
+        }
+    }
+
     @Test func parsesKeyValuePairs() throws {
         let info = try ConnInfo("host=127.0.0.1 port=5433 user=app password='p a\\'ss' dbname=orders")
         #expect(info.host == "127.0.0.1")
