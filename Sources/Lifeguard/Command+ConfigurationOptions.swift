@@ -97,6 +97,20 @@ extension Command {
         )
         var authType: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Directory for the Unix socket .s.PGSQL.<port>, beside TCP (default none).",
+                valueName: "DIR"
+            )
+        )
+        var unixSocketDir: String?
+
+        @Option(help: ArgumentHelp("Permission bits of the Unix socket (default 0777).", valueName: "MODE"))
+        var unixSocketMode: String?
+
+        @Option(help: ArgumentHelp("Group owning the Unix socket (default the process's).", valueName: "GROUP"))
+        var unixSocketGroup: String?
+
         @Option(help: ArgumentHelp("PgBouncer-style userlist file with client passwords.", valueName: "FILE"))
         var authFile: String?
 
@@ -178,7 +192,8 @@ extension Command {
                 (.authDbname, self.authDbname), (.clientTLSSSLMode, self.clientTLSSSLMode),
                 (.clientTLSCertFile, self.clientTLSCertFile), (.clientTLSKeyFile, self.clientTLSKeyFile),
                 (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),
-                (.clientTLSCiphers, self.clientTLSCiphers),
+                (.clientTLSCiphers, self.clientTLSCiphers), (.unixSocketDir, self.unixSocketDir),
+                (.unixSocketMode, self.unixSocketMode), (.unixSocketGroup, self.unixSocketGroup),
             ]
             for case (let setting, let value?) in values { flags[setting] = value }
             return ConfigurationSources(

@@ -253,6 +253,16 @@ private struct ConfigurationLoader {
             outcome = ValueParser.string(raw, what: "a file path").map {
                 self.configuration.authFile = $0.isEmpty ? nil : $0
             }
+        case .unixSocketDir:
+            outcome = ValueParser.string(raw, what: "a directory, or \"\" for none").map {
+                self.configuration.unixSocketDir = $0.isEmpty ? nil : $0
+            }
+        case .unixSocketMode:
+            outcome = ValueParser.fileMode(raw).map { self.configuration.unixSocketMode = $0 }
+        case .unixSocketGroup:
+            outcome = ValueParser.string(raw, what: "a group name, or \"\" for the process's").map {
+                self.configuration.unixSocketGroup = $0.isEmpty ? nil : $0
+            }
         case .clientTLSSSLMode:
             outcome = ValueParser.choice(raw, as: ClientTLSMode.self).map { self.configuration.clientTLS.mode = $0 }
         case .clientTLSCertFile:
@@ -399,6 +409,22 @@ private struct ConfigurationLoader {
         }
 
         self.checkClientTLS(configuration)
+        if let directory = configuration.unixSocketDir, !self.failed.contains(Setting.unixSocketDir.key) {
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                self.report(
+                    self.origin(of: .unixSocketDir),
+                    key: Setting.unixSocketDir.key,
+                    "no such directory: \(RawValue.quote(directory))"
+                )
+            } else if directory.utf8.count + "/.s.PGSQL.65535".utf8.count > 107 {
+                self.report(
+                    self.origin(of: .unixSocketDir),
+                    key: Setting.unixSocketDir.key,
+                    "\(RawValue.quote(directory)) is too long for a Unix socket path (at most 92 bytes)"
+                )
+            }
+        }
         if let authType = configuration.authType, authType != .trust, authType != .cert,
             configuration.authFile == nil, configuration.authUser == nil,
             !self.failed.contains(Setting.authFile.key), !self.failed.contains(Setting.authUser.key)

@@ -40,6 +40,9 @@ extension LifeguardConfiguration {
         switch setting {
         case .listen: Self.string(self.listen.description)
         case .metricsListen: Self.string(self.metricsListen.description)
+        case .unixSocketDir: self.unixSocketDir.map { Self.string($0) }
+        case .unixSocketMode: Self.string("0" + String(self.unixSocketMode, radix: 8))
+        case .unixSocketGroup: self.unixSocketGroup.map { Self.string($0) }
         case .upstream: self.upstream.map { Self.string($0.redacted) }
         case .poolMode: Self.string(self.poolMode.rawValue)
         case .poolSize: String(self.poolSize)

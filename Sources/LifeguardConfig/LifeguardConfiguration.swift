@@ -14,6 +14,13 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var listen: ListenAddress
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`metrics_listen`, default 127.0.0.1:9187).
     public var metricsListen: ListenAddress
+    /// A directory where clients also connect through the Unix socket `.s.PGSQL.<listen port>`, as with PostgreSQL and
+    /// PgBouncer (`unix_socket_dir`); nil: none (default).
+    public var unixSocketDir: String?
+    /// The socket's permission bits (`unix_socket_mode`, default 0777 as PgBouncer).
+    public var unixSocketMode: Int
+    /// The group that owns the socket (`unix_socket_group`); nil: the process's.
+    public var unixSocketGroup: String?
     /// The default upstream (`upstream` or `DATABASE_URL`); clients' database and user pass through unless it pins them.
     /// nil when only `[databases]` entries are configured.
     public var upstream: ConnInfo?
@@ -66,6 +73,9 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public static let defaults = LifeguardConfiguration(
         listen: ListenAddress(host: "127.0.0.1", port: 6432),
         metricsListen: ListenAddress(host: "127.0.0.1", port: 9187),
+        unixSocketDir: nil,
+        unixSocketMode: 0o777,
+        unixSocketGroup: nil,
         upstream: nil,
         poolMode: .session,
         poolSize: 5,

@@ -198,6 +198,22 @@ enum ValueParser {
         return versions.isEmpty ? .failure("expected at least one of tlsv1.2 and tlsv1.3") : .success(versions)
     }
 
+    /// Permission bits as PgBouncer writes them: octal (`0777`, `0o770`, `770`), as a string or a number.
+    static func fileMode(_ raw: RawValue) -> Result<Int, Rejection> {
+        let expected = "expected octal permission bits such as 0777 or 0770"
+        let text: String
+        switch raw {
+        case .string(let value): text = value.trimmingWhitespace()
+        case .integer(let value): text = String(value)
+        default: return .failure("\(expected), got \(raw.shown)")
+        }
+        let digits = text.hasPrefix("0o") ? String(text.dropFirst(2)) : text
+        guard let mode = Int(digits, radix: 8), (0...0o777).contains(mode) else {
+            return .failure("\(expected), got \(raw.shown)")
+        }
+        return .success(mode)
+    }
+
     static func string(_ raw: RawValue, what: String = "a string") -> Result<String, Rejection> {
         guard case .string(let text) = raw else { return .failure("expected \(what), got \(raw.shown)") }
         return .success(text)

@@ -3,6 +3,9 @@
 public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case listen
     case metricsListen = "metrics_listen"
+    case unixSocketDir = "unix_socket_dir"
+    case unixSocketMode = "unix_socket_mode"
+    case unixSocketGroup = "unix_socket_group"
     case upstream
     case poolMode = "pool_mode"
     case poolSize = "pool_size"

@@ -20,6 +20,8 @@ import Upstream
 public final class ProxyServer: Sendable {
     let context: ProxyContext
     private let serverChannel = Mutex<(any Channel)?>(nil)
+    /// The Unix-socket listener and its path, removed at shutdown.
+    private let unixChannel = Mutex<(channel: any Channel, path: String)?>(nil)
     private let ownsGroup: Bool
 
     /// - Parameters:
@@ -55,15 +57,54 @@ public final class ProxyServer: Sendable {
     /// below which it reads again (`low`).
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
 
-    /// Binds `listen` and starts accepting. Returns the bound port (useful with port 0).
+    /// Binds `listen` (and the Unix socket of `unix_socket_dir`) and starts accepting. Returns the bound port (useful
+    /// with port 0).
     @discardableResult
     public func start() async throws -> Int {
-        let listen = self.context.configuration.listen
-        let context = self.context
-        let channel = try await ServerBootstrap(group: context.group)
-            .serverChannelOption(.backlog, value: 256)
+        let configuration = self.context.configuration
+        let listen = configuration.listen
+        let channel = try await self.bootstrap(tls: true)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: listen.host, port: listen.port)
+            .get()
+        self.serverChannel.withLock { $0 = channel }
+        let port = channel.localAddress?.port ?? listen.port
+        if let directory = configuration.unixSocketDir {
+            let path = "\(directory)/.s.PGSQL.\(port)"
+            // As PostgreSQL and PgBouncer: no TLS on the Unix socket (it never leaves the host).
+            let unix = try await self.bootstrap(tls: false)
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+                .get()
+            self.unixChannel.withLock { $0 = (unix, path) }
+            try Self.setOwnership(path, mode: configuration.unixSocketMode, group: configuration.unixSocketGroup)
+        }
+        return port
+    }
+
+    /// The socket file gets its mode and group as PgBouncer's `unix_socket_mode` and `unix_socket_group`.
+    private static func setOwnership(_ path: String, mode: Int, group: String?) throws {
+        guard chmod(path, mode_t(mode)) == 0 else {
+            throw ProxyConfigurationError(
+                message: "unix_socket_mode: chmod \(path): \(String(cString: strerror(errno)))"
+            )
+        }
+        guard let group else { return }
+        guard let entry = getgrnam(group) else {
+            throw ProxyConfigurationError(message: "unix_socket_group: no such group: \(group)")
+        }
+        guard chown(path, uid_t.max, entry.pointee.gr_gid) == 0 else {
+            throw ProxyConfigurationError(
+                message: "unix_socket_group: chown \(path): \(String(cString: strerror(errno)))"
+            )
+        }
+    }
+
+    /// What both listeners share: backpressure, buffers, the client handler.
+    private func bootstrap(tls: Bool) -> ServerBootstrap {
+        let context = self.context
+        return ServerBootstrap(group: context.group)
+            .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: false)
             // Backpressure: past the high-water mark of unsent bytes a client is not writable, and Lifeguard stops
             // reading from its server connection until it drains below the low one.
@@ -86,15 +127,11 @@ public final class ProxyServer: Sendable {
                             context: context,
                             clientID: id,
                             allocator: channel.allocator,
-                            tls: context.clientTLS
+                            tls: tls ? context.clientTLS : nil
                         )
                     )
                 }
             }
-            .bind(host: listen.host, port: listen.port)
-            .get()
-        self.serverChannel.withLock { $0 = channel }
-        return channel.localAddress?.port ?? listen.port
     }
 
     /// Runs every pool's ``ConnectionPool/run()`` in one task group, pools created later (by a client, a reload)
@@ -130,6 +167,10 @@ public final class ProxyServer: Sendable {
     public func shutdown(drainTimeout: Duration) async {
         let channel = self.serverChannel.withLock { $0 }
         try? await channel?.close()
+        if let (unix, path) = self.unixChannel.withLock({ $0 }) {
+            try? await unix.close()
+            unlink(path)
+        }
         self.context.clients.broadcast(.drain)
         let deadline = ContinuousClock.now + drainTimeout
         while self.context.clients.count > 0 && ContinuousClock.now < deadline {

@@ -45,6 +45,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         .init(setting: .logLevel, toml: "\"debug\"", text: "debug") { $0.logLevel == .debug },
         .init(setting: .authType, toml: "\"trust\"", text: "trust") { $0.authType == .trust },
         .init(setting: .authFile, toml: "\"\(authFile)\"", text: authFile) { $0.authFile == authFile },
+        .init(setting: .unixSocketDir, toml: "\"/tmp\"", text: "/tmp") { $0.unixSocketDir == "/tmp" },
+        .init(setting: .unixSocketMode, toml: "\"0770\"", text: "0770") { $0.unixSocketMode == 0o770 },
+        .init(setting: .unixSocketGroup, toml: "\"postgres\"", text: "postgres") { $0.unixSocketGroup == "postgres" },
         // Loading checks that TLS files exist; what they hold is checked where the TLS context is made.
         .init(setting: .clientTLSSSLMode, toml: "\"disable\"", text: "disable") { $0.clientTLS.mode == .disable },
         .init(setting: .clientTLSCertFile, toml: "\"\(authFile)\"", text: authFile) {
