@@ -1,5 +1,6 @@
 import PoolCore
 import Upstream
+import WebConfig
 
 /// Lifeguard's effective, validated configuration.
 ///
@@ -14,6 +15,9 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var listen: ListenAddress
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`metrics_listen`, default 127.0.0.1:9187).
     public var metricsListen: ListenAddress
+    /// `metrics_web_config`: HTTPS and basic authentication of the metrics endpoint, in exporter-toolkit's web
+    /// configuration format, read and checked with the files it names; nil serves plain HTTP to anyone (default).
+    public var metricsWebConfig: WebConfiguration?
     /// The default upstream (`upstream` or `DATABASE_URL`); clients' database and user pass through unless it pins them.
     /// nil when only `[databases]` entries are configured.
     public var upstream: ConnInfo?
@@ -66,6 +70,7 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public static let defaults = LifeguardConfiguration(
         listen: ListenAddress(host: "127.0.0.1", port: 6432),
         metricsListen: ListenAddress(host: "127.0.0.1", port: 9187),
+        metricsWebConfig: nil,
         upstream: nil,
         poolMode: .session,
         poolSize: 5,

@@ -3,6 +3,7 @@
 public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case listen
     case metricsListen = "metrics_listen"
+    case metricsWebConfig = "metrics_web_config"
     case upstream
     case poolMode = "pool_mode"
     case poolSize = "pool_size"
