@@ -4,6 +4,7 @@
 // libmicrohttpd's header expects the socket types to be declared first.
 #include <stdarg.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <microhttpd.h>
@@ -116,6 +117,39 @@ static inline int lifeguard_mhd_client_certificate_ok(struct MHD_Connection *con
     }
     unsigned int status = 0;
     return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+}
+
+/// Whether GnuTLS accepts the TLS material as libmicrohttpd will hand it over: the certificate with its key, the trust
+/// store (may be NULL) and the priority string. 0 when it does, else a GnuTLS error code. Checked before a daemon is
+/// started, so that a refusal leaves the daemon in service untouched.
+static inline int lifeguard_gnutls_check(const char *cert_pem, const char *key_pem, const char *trust_pem,
+                                         const char *priorities) {
+    gnutls_certificate_credentials_t credentials;
+    int status = gnutls_certificate_allocate_credentials(&credentials);
+    if (status < 0) {
+        return status;
+    }
+    gnutls_datum_t cert = {(unsigned char *)cert_pem, (unsigned int)strlen(cert_pem)};
+    gnutls_datum_t key = {(unsigned char *)key_pem, (unsigned int)strlen(key_pem)};
+    status = gnutls_certificate_set_x509_key_mem(credentials, &cert, &key, GNUTLS_X509_FMT_PEM);
+    if (status >= 0 && trust_pem != NULL) {
+        gnutls_datum_t trust = {(unsigned char *)trust_pem, (unsigned int)strlen(trust_pem)};
+        status = gnutls_certificate_set_x509_trust_mem(credentials, &trust, GNUTLS_X509_FMT_PEM);
+        if (status == 0) {
+            status = GNUTLS_E_NO_CERTIFICATE_FOUND;
+        }
+    }
+    gnutls_certificate_free_credentials(credentials);
+    if (status < 0) {
+        return status;
+    }
+    gnutls_priority_t priority;
+    status = gnutls_priority_init(&priority, priorities, NULL);
+    if (status < 0) {
+        return status;
+    }
+    gnutls_priority_deinit(priority);
+    return 0;
 }
 
 /// Starts an HTTPS daemon on an already bound and listening socket: certificate and key (PEM), an optional trust

@@ -135,15 +135,13 @@ public final class MetricsServer: Sendable {
             if case .running(let running) = state.phase {
                 throw MetricsServerError(.alreadyStarted, host: self.host, port: running.port)
             }
+            try self.checkTLS(state.webConfiguration, port: self.requestedPort)
             let listener = try Listener.make(host: self.host, port: self.requestedPort)
-            do throws(MetricsServerError) {
-                let running = try self.startDaemon(on: listener.fd, port: listener.port, state.webConfiguration)
-                state.phase = .running(running)
-                return listener.port
-            } catch {
-                close(listener.fd)
-                throw error
-            }
+            // The daemon listens on a duplicate of the socket.
+            defer { close(listener.fd) }
+            let running = try self.startDaemon(on: listener.fd, port: listener.port, state.webConfiguration)
+            state.phase = .running(running)
+            return listener.port
         }
     }
 
@@ -158,10 +156,14 @@ public final class MetricsServer: Sendable {
                 state.webConfiguration = webConfiguration
                 return nil
             }
+            // Before anything changes: what GnuTLS refuses leaves the daemon in service alone.
+            try self.checkTLS(webConfiguration, port: old.port)
             let fd = MHD_quiesce_daemon(old.daemon)
             guard fd >= 0 else {
                 throw MetricsServerError(.daemonFailed, host: self.host, port: old.port)
             }
+            // Quiesced, the old daemon no longer owns the socket; the new one listens on a duplicate.
+            defer { close(fd) }
             do throws(MetricsServerError) {
                 let running = try self.startDaemon(on: fd, port: old.port, webConfiguration)
                 state.phase = .running(running)
@@ -172,7 +174,6 @@ public final class MetricsServer: Sendable {
                 if let fallback = try? self.startDaemon(on: fd, port: old.port, state.webConfiguration) {
                     state.phase = .running(fallback)
                 } else {
-                    close(fd)
                     state.phase = .stopped
                 }
                 MHD_stop_daemon(old.daemon)
@@ -186,12 +187,33 @@ public final class MetricsServer: Sendable {
         retired.release()
     }
 
-    /// Starts libmicrohttpd on `fd`, which it closes when stopped (unless quiesced first).
+    /// Throws ``MetricsServerError`` when GnuTLS refuses the certificate, key, client CA or TLS versions.
+    private func checkTLS(_ webConfiguration: WebConfiguration?, port: Int) throws(MetricsServerError) {
+        guard let tls = webConfiguration?.tls else { return }
+        let status = lifeguard_gnutls_check(
+            tls.certificate.pem,
+            tls.privateKey.pem,
+            tls.clientCA?.pem,
+            tls.gnuTLSPriorities
+        )
+        guard status == 0 else {
+            throw MetricsServerError(
+                .tlsRefused(String(cString: gnutls_strerror(status))),
+                host: self.host,
+                port: port
+            )
+        }
+    }
+
+    /// Starts libmicrohttpd on a duplicate of `fd`, which the daemon closes when stopped (unless quiesced first);
+    /// `fd` itself stays the caller's.
     private func startDaemon(
         on fd: Int32,
         port: Int,
         _ webConfiguration: WebConfiguration?
     ) throws(MetricsServerError) -> Running {
+        let owned = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard owned >= 0 else { throw MetricsServerError(.cannotListen(errno), host: self.host, port: port) }
         let handler = Unmanaged.passRetained(
             RequestHandler(metrics: self.metrics, readiness: self.readiness, webConfiguration: webConfiguration)
         )
@@ -213,7 +235,7 @@ public final class MetricsServer: Sendable {
             strings = [certificate, key, priorities] + (trust.map { [$0] } ?? [])
             daemon = lifeguard_mhd_start_tls_daemon(
                 flags,
-                fd,
+                owned,
                 limit,
                 timeoutSeconds,
                 handleRequest,
@@ -225,9 +247,11 @@ public final class MetricsServer: Sendable {
                 RequestHandler.clientAuth(tls.clientAuthType)
             )
         } else {
-            daemon = lifeguard_mhd_start_daemon(flags, fd, limit, timeoutSeconds, handleRequest, handler.toOpaque())
+            daemon = lifeguard_mhd_start_daemon(flags, owned, limit, timeoutSeconds, handleRequest, handler.toOpaque())
         }
         guard let daemon else {
+            // Some failures close the socket given, some do not (checkTLS makes any of them unlikely).
+            if fcntl(owned, F_GETFD) != -1 { close(owned) }
             handler.release()
             for string in strings {
                 memset(string, 0, strlen(string))
@@ -266,6 +290,7 @@ public struct MetricsServerError: Error, CustomStringConvertible, Sendable {
         case cannotListen(Int32)
         case daemonFailed
         case tlsFailed
+        case tlsRefused(String)
         case alreadyStarted
     }
 
@@ -295,6 +320,8 @@ public struct MetricsServerError: Error, CustomStringConvertible, Sendable {
             return "metrics server: cannot listen on \(self.address): \(String(cString: strerror(error)))"
         case .daemonFailed:
             return "metrics server: libmicrohttpd failed to start on \(self.address)"
+        case .tlsRefused(let reason):
+            return "metrics server: GnuTLS refused the web configuration's TLS material for \(self.address): \(reason)"
         case .tlsFailed:
             return "metrics server: libmicrohttpd (GnuTLS) refused the certificate, key or client CA on \(self.address)"
         case .alreadyStarted:
