@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // C libraries from Debian, found through pkg-config.
@@ -34,7 +36,13 @@ let package = Package(
         .systemLibrary(
             name: "CMicroHTTPD",
             pkgConfig: "libmicrohttpd",
-            providers: [.apt(["libmicrohttpd-dev"])]
+            providers: [.apt(["libmicrohttpd-dev", "libgnutls28-dev"])]
+        ),
+        // crypt_r from libxcrypt: bcrypt verification of the metrics endpoint's basic_auth_users.
+        .systemLibrary(
+            name: "CCrypt",
+            pkgConfig: "libxcrypt",
+            providers: [.apt(["libcrypt-dev"])]
         ),
 
         // The pooling rules: a pure state machine, no I/O, no clock reads.
@@ -49,10 +57,23 @@ let package = Package(
         ),
         // The metric catalogue and its Prometheus text rendering.
         .target(name: "LifeguardMetrics"),
-        // /metrics, /healthz and /readyz over libmicrohttpd, on its own thread.
+        // The metrics endpoint's web configuration (exporter-toolkit's format): TLS material and basic-auth users,
+        // read and checked.
+        .target(
+            name: "WebConfig",
+            dependencies: [
+                "Yams",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // /metrics, /healthz and /readyz over libmicrohttpd, on its own thread; HTTPS and basic auth per WebConfig.
         .target(
             name: "Exporter",
-            dependencies: ["CMicroHTTPD", "LifeguardMetrics"]
+            dependencies: [
+                "CMicroHTTPD", "CCrypt", "LifeguardMetrics", "WebConfig",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         // libpq where libpq is the reference: connection strings and the health ping.
         .target(
@@ -62,7 +83,7 @@ let package = Package(
         // TOML file, LIFEGUARD_* environment, flags: one validated configuration.
         .target(
             name: "LifeguardConfig",
-            dependencies: ["Upstream", "PoolCore", "TOMLKit"]
+            dependencies: ["Upstream", "PoolCore", "TOMLKit", "WebConfig"]
         ),
         // The PostgreSQL v3 protocol: framing, the messages the proxy acts on, authentication both ways.
         .target(
@@ -100,6 +121,7 @@ let package = Package(
             name: "Lifeguard",
             dependencies: [
                 "PoolCore", "ConnectionPool", "LifeguardMetrics", "Exporter", "Upstream", "LifeguardConfig", "Proxy",
+                "WebConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -145,10 +167,18 @@ let package = Package(
             dependencies: ["ConnectionPool", "PoolCore", "ConnectionPoolTestSupport"]
         ),
         .testTarget(name: "LifeguardMetricsTests", dependencies: ["LifeguardMetrics"]),
-        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "LifeguardMetrics"]),
+        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "LifeguardMetrics", "WebConfig"]),
+        .testTarget(
+            name: "WebConfigTests",
+            dependencies: [
+                "WebConfig",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "PostgresTestSupport"]),
         .testTarget(name: "PostgresTestSupportTests", dependencies: ["PostgresTestSupport"]),
-        .testTarget(name: "LifeguardConfigTests", dependencies: ["LifeguardConfig", "Upstream"]),
+        .testTarget(name: "LifeguardConfigTests", dependencies: ["LifeguardConfig", "Upstream", "WebConfig"]),
         .testTarget(
             name: "LifeguardTests",
             dependencies: ["Lifeguard", "ConnectionPool", "LifeguardMetrics", "PoolCore", "ConnectionPoolTestSupport"]

@@ -292,7 +292,24 @@ def container_ports(pod_spec: dict) -> dict[str, tuple[str, int]]:
             if "name" in p}
 
 
-def check_podmonitor(doc: dict, pod_labels: dict, ports: dict, problems: Problems) -> None:
+def secret_refs(endpoint: dict) -> list[tuple[str, dict]]:
+    """(where, {name, key}) of every secret a podMetricsEndpoint reads (tlsConfig, basicAuth)."""
+    refs = []
+    for part in ("ca", "cert"):
+        ref = ((endpoint.get("tlsConfig") or {}).get(part) or {}).get("secret")
+        if ref:
+            refs.append((f"tlsConfig.{part}.secret", ref))
+    if (endpoint.get("tlsConfig") or {}).get("keySecret"):
+        refs.append(("tlsConfig.keySecret", endpoint["tlsConfig"]["keySecret"]))
+    for part in ("username", "password"):
+        ref = (endpoint.get("basicAuth") or {}).get(part)
+        if ref:
+            refs.append((f"basicAuth.{part}", ref))
+    return refs
+
+
+def check_podmonitor(doc: dict, pod_labels: dict, ports: dict, problems: Problems,
+                     secrets: dict[str, dict] | None = None, web_config: bool = False) -> None:
     where = "deploy/kubernetes/podmonitor.yaml"
     if doc.get("apiVersion") != "monitoring.coreos.com/v1":
         problems.add(where, "apiVersion must be monitoring.coreos.com/v1")
@@ -310,13 +327,26 @@ def check_podmonitor(doc: dict, pod_labels: dict, ports: dict, problems: Problem
     for endpoint in endpoints:
         unknown = set(endpoint) - {"port", "portNumber", "targetPort", "path", "scheme", "interval", "scrapeTimeout",
                                    "honorLabels", "honorTimestamps", "relabelings", "metricRelabelings", "params",
-                                   "enableHttp2", "followRedirects", "filterRunning", "proxyUrl"}
+                                   "enableHttp2", "followRedirects", "filterRunning", "proxyUrl", "tlsConfig",
+                                   "basicAuth"}
         if unknown:
             problems.add(where, f"unknown podMetricsEndpoints fields {sorted(unknown)}")
         if endpoint.get("port") not in ports or ports[endpoint["port"]][0] != "lifeguard":
             problems.add(where, f"port {endpoint.get('port')!r} is not a named port of the lifeguard container")
         if endpoint.get("path", "/metrics") != "/metrics":
             problems.add(where, "path must be /metrics")
+        # The sidecar serves HTTPS with basic auth when it has a web configuration: the scrape must match.
+        if web_config and (endpoint.get("scheme") != "https" or "basicAuth" not in endpoint):
+            problems.add(where, "the sidecar has LIFEGUARD_METRICS_WEB_CONFIG: scrape with scheme: https and basicAuth")
+        unknown = set(endpoint.get("tlsConfig") or {}) - {"ca", "cert", "keySecret", "serverName",
+                                                           "insecureSkipVerify"}
+        if unknown:
+            problems.add(where, f"unknown tlsConfig fields {sorted(unknown)}")
+        for part, ref in secret_refs(endpoint):
+            data = (secrets or {}).get(ref.get("name"))
+            if data is None or ref.get("key") not in data:
+                problems.add(where, f"{part} reads secret {ref.get('name')!r} key {ref.get('key')!r}, "
+                                    "which no Secret of deploy/kubernetes has")
         for key in ("interval", "scrapeTimeout"):
             if key in endpoint and not DURATION.match(str(endpoint[key])):
                 problems.add(where, f"{key} {endpoint[key]!r} is not a Prometheus duration")
@@ -351,7 +381,8 @@ def check_kubernetes(problems: Problems) -> None:
 
     _, deployment = only(by_kind, "Deployment", problems)
     _, configmap = only(by_kind, "ConfigMap", problems)
-    _, secret = only(by_kind, "Secret", problems)
+    secrets = {doc["metadata"]["name"]: {**doc.get("stringData", {}), **doc.get("data", {})}
+               for _, doc in by_kind.get("Secret", [])}
     if deployment is None or configmap is None:
         return
     where = "deploy/kubernetes/deployment.yaml"
@@ -401,9 +432,22 @@ def check_kubernetes(problems: Problems) -> None:
     ref = ((upstream or {}).get("valueFrom") or {}).get("secretKeyRef")
     if not ref:
         problems.add(where, "the upstream (LIFEGUARD_UPSTREAM or DATABASE_URL) must come from a secretKeyRef")
-    elif secret is not None and (ref["name"] != secret["metadata"]["name"]
-                                 or ref["key"] not in {**secret.get("stringData", {}), **secret.get("data", {})}):
-        problems.add(where, f"secretKeyRef {ref} is not in secret.yaml")
+    elif ref["key"] not in secrets.get(ref["name"], {}):
+        problems.add(where, f"secretKeyRef {ref} is not in a Secret of deploy/kubernetes")
+    # The web configuration, when set, is a file of a mounted Secret.
+    web_config = env.get("LIFEGUARD_METRICS_WEB_CONFIG", {}).get("value")
+    if web_config:
+        web_mount = next((m for m in lifeguard.get("volumeMounts", [])
+                          if web_config.startswith(m["mountPath"] + "/")), None)
+        secret_name = volumes.get((web_mount or {}).get("name"), {}).get("secret", {}).get("secretName")
+        if secret_name not in secrets or web_config.rsplit("/", 1)[-1] not in secrets[secret_name]:
+            problems.add(where, f"LIFEGUARD_METRICS_WEB_CONFIG={web_config!r} is not a key of a mounted Secret")
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            get = probe(lifeguard, kind)
+            headers = {h.get("name", "").lower() for h in get.get("httpHeaders", [])}
+            if get.get("scheme") != "HTTPS" or "authorization" not in headers:
+                problems.add(where, f"lifeguard {kind}: the metrics port needs HTTPS and an Authorization header "
+                                    "(metrics_web_config protects the probes too)")
     config = tomllib.loads(configmap["data"][key])
     check_lifeguard_toml("deploy/kubernetes/configmap.yaml", config, problems)
     _, metrics_port = split_hostport(config.get("metrics_listen", "127.0.0.1:9187"))
@@ -429,7 +473,7 @@ def check_kubernetes(problems: Problems) -> None:
 
     _, podmonitor = only(by_kind, "PodMonitor", problems)
     if podmonitor is not None:
-        check_podmonitor(podmonitor, pod["metadata"].get("labels", {}), ports, problems)
+        check_podmonitor(podmonitor, pod["metadata"].get("labels", {}), ports, problems, secrets, bool(web_config))
     _, rule = only(by_kind, "PrometheusRule", problems)
     if rule is not None:
         check_prometheusrule(rule, problems)

@@ -1,6 +1,7 @@
 import CMicroHTTPD
 import LifeguardMetrics
 import Synchronization
+import WebConfig
 
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,11 @@ public enum Readiness: Sendable, Hashable {
 /// Routes: `GET /metrics` (the exposition of ``LifeguardMetrics``), `GET /healthz` (200 "ok" while the process
 /// serves), `GET /readyz` (200 "ready" or 503 with the reason from the readiness closure). `HEAD` is answered like
 /// `GET` without a body; other methods get 405 with `Allow: GET, HEAD`; other paths 404.
+///
+/// A ``WebConfiguration`` adds HTTPS (libmicrohttpd's GnuTLS: certificate, key, client CA, TLS versions, the client
+/// certificate policy enforced in the handshake) and basic authentication on every path, probes included. A new one
+/// (``update(webConfiguration:)``) starts a new daemon on the same listening socket, so that no connection attempt is
+/// refused meanwhile; connections of the old daemon are closed.
 public final class MetricsServer: Sendable {
     /// The address asked for, as given (an IP literal or a host name).
     public let host: String
@@ -32,10 +38,16 @@ public final class MetricsServer: Sendable {
     /// Idle time after which libmicrohttpd closes a connection.
     public let connectionTimeout: Duration
 
-    private let handler: RequestHandler
-    private let state = Mutex<State>(.stopped)
+    private let metrics: LifeguardMetrics
+    private let readiness: @Sendable () -> Readiness
+    private let state: Mutex<State>
 
-    private enum State {
+    private struct State {
+        var webConfiguration: WebConfiguration?
+        var phase: Phase = .stopped
+    }
+
+    private enum Phase {
         case stopped
         case running(Running)
     }
@@ -45,6 +57,17 @@ public final class MetricsServer: Sendable {
         var daemon: OpaquePointer
         var handler: Unmanaged<RequestHandler>
         var port: Int
+        /// C copies of the TLS material, freed after the daemon stops (libmicrohttpd keeps the pointers).
+        var strings: [UnsafeMutablePointer<CChar>]
+
+        func release() {
+            self.handler.release()
+            for string in self.strings {
+                // The key is among them.
+                memset(string, 0, strlen(string))
+                free(string)
+            }
+        }
     }
 
     /// - Parameters:
@@ -58,19 +81,23 @@ public final class MetricsServer: Sendable {
     ///   - metrics: what `/metrics` renders.
     ///   - readiness: what `/readyz` answers. Called on libmicrohttpd's thread for every `/readyz` request: it must
     ///     return at once (a cached result), never block on I/O.
+    ///   - webConfiguration: HTTPS and basic authentication; nil serves plain HTTP to anyone.
     public init(
         host: String = "127.0.0.1",
         port: Int,
         maxConnections: Int = 32,
         connectionTimeout: Duration = .seconds(10),
         metrics: LifeguardMetrics,
-        readiness: @escaping @Sendable () -> Readiness
+        readiness: @escaping @Sendable () -> Readiness,
+        webConfiguration: WebConfiguration? = nil
     ) {
         self.host = host
         self.requestedPort = port
         self.maxConnections = maxConnections
         self.connectionTimeout = connectionTimeout
-        self.handler = RequestHandler(metrics: metrics, readiness: readiness)
+        self.metrics = metrics
+        self.readiness = readiness
+        self.state = Mutex(State(webConfiguration: webConfiguration))
     }
 
     deinit {
@@ -80,7 +107,7 @@ public final class MetricsServer: Sendable {
     /// The port being listened on while started, `nil` otherwise.
     public var port: Int? {
         self.state.withLock { state in
-            guard case .running(let running) = state else { return nil }
+            guard case .running(let running) = state.phase else { return nil }
             return running.port
         }
     }
@@ -88,58 +115,170 @@ public final class MetricsServer: Sendable {
     /// Connections libmicrohttpd holds open now (0 when stopped).
     public var openConnections: Int {
         self.state.withLock { state in
-            guard case .running(let running) = state else { return 0 }
+            guard case .running(let running) = state.phase else { return 0 }
             return Int(lifeguard_mhd_current_connections(running.daemon))
         }
     }
 
+    /// The web configuration in force.
+    public var webConfiguration: WebConfiguration? {
+        self.state.withLock { $0.webConfiguration }
+    }
+
     /// Binds `host:port`, starts libmicrohttpd's thread and returns the bound port.
     ///
-    /// - Throws: ``MetricsServerError`` naming the address when it cannot be resolved or bound, or when the server
-    ///   is already started.
+    /// - Throws: ``MetricsServerError`` naming the address when it cannot be resolved or bound, when libmicrohttpd
+    ///   refuses the TLS material, or when the server is already started.
     @discardableResult
     public func start() throws(MetricsServerError) -> Int {
         try self.state.withLock { state throws(MetricsServerError) in
-            if case .running(let running) = state {
+            if case .running(let running) = state.phase {
                 throw MetricsServerError(.alreadyStarted, host: self.host, port: running.port)
             }
+            try self.checkTLS(state.webConfiguration, port: self.requestedPort)
             let listener = try Listener.make(host: self.host, port: self.requestedPort)
-            let handler = Unmanaged.passRetained(self.handler)
-            let flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue | MHD_USE_ERROR_LOG.rawValue
-            let timeout = self.connectionTimeout.components
-            let timeoutSeconds = timeout.seconds + (timeout.attoseconds > 0 ? 1 : 0)
-            guard
-                let daemon = lifeguard_mhd_start_daemon(
-                    flags,
-                    listener.fd,
-                    UInt32(clamping: max(self.maxConnections, 1)),
-                    UInt32(clamping: max(timeoutSeconds, 1)),
-                    handleRequest,
-                    handler.toOpaque()
-                )
-            else {
-                handler.release()
-                close(listener.fd)
-                throw MetricsServerError(.daemonFailed, host: self.host, port: listener.port)
-            }
-            state = .running(Running(daemon: daemon, handler: handler, port: listener.port))
+            // The daemon listens on a duplicate of the socket.
+            defer { close(listener.fd) }
+            let running = try self.startDaemon(on: listener.fd, port: listener.port, state.webConfiguration)
+            state.phase = .running(running)
             return listener.port
         }
+    }
+
+    /// Puts a new web configuration in force. While started, a new daemon takes over the listening socket
+    /// (`MHD_quiesce_daemon`) and the old one stops, closing its connections: libmicrohttpd cannot swap TLS material
+    /// in a running daemon. If libmicrohttpd refuses the new configuration, the old one goes on serving and this
+    /// throws. Nothing happens when the configuration is unchanged.
+    public func update(webConfiguration: WebConfiguration?) throws(MetricsServerError) {
+        let retired = try self.state.withLock { state throws(MetricsServerError) -> Running? in
+            guard state.webConfiguration != webConfiguration else { return nil }
+            guard case .running(let old) = state.phase else {
+                state.webConfiguration = webConfiguration
+                return nil
+            }
+            // Before anything changes: what GnuTLS refuses leaves the daemon in service alone.
+            try self.checkTLS(webConfiguration, port: old.port)
+            let fd = MHD_quiesce_daemon(old.daemon)
+            guard fd >= 0 else {
+                throw MetricsServerError(.daemonFailed, host: self.host, port: old.port)
+            }
+            // Quiesced, the old daemon no longer owns the socket; the new one listens on a duplicate.
+            defer { close(fd) }
+            do throws(MetricsServerError) {
+                let running = try self.startDaemon(on: fd, port: old.port, webConfiguration)
+                state.phase = .running(running)
+                state.webConfiguration = webConfiguration
+                return old
+            } catch {
+                // The old daemon no longer accepts: serve its configuration from a new one.
+                if let fallback = try? self.startDaemon(on: fd, port: old.port, state.webConfiguration) {
+                    state.phase = .running(fallback)
+                } else {
+                    state.phase = .stopped
+                }
+                MHD_stop_daemon(old.daemon)
+                old.release()
+                throw error
+            }
+        }
+        guard let retired else { return }
+        // Outside the lock: MHD_stop_daemon joins the thread that runs the request callback.
+        MHD_stop_daemon(retired.daemon)
+        retired.release()
+    }
+
+    /// Throws ``MetricsServerError`` when GnuTLS refuses the certificate, key, client CA or TLS versions.
+    private func checkTLS(_ webConfiguration: WebConfiguration?, port: Int) throws(MetricsServerError) {
+        guard let tls = webConfiguration?.tls else { return }
+        let status = lifeguard_gnutls_check(
+            tls.certificate.pem,
+            tls.privateKey.pem,
+            tls.clientCA?.pem,
+            tls.gnuTLSPriorities
+        )
+        guard status == 0 else {
+            throw MetricsServerError(
+                .tlsRefused(String(cString: gnutls_strerror(status))),
+                host: self.host,
+                port: port
+            )
+        }
+    }
+
+    /// Starts libmicrohttpd on a duplicate of `fd`, which the daemon closes when stopped (unless quiesced first);
+    /// `fd` itself stays the caller's.
+    private func startDaemon(
+        on fd: Int32,
+        port: Int,
+        _ webConfiguration: WebConfiguration?
+    ) throws(MetricsServerError) -> Running {
+        let owned = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard owned >= 0 else { throw MetricsServerError(.cannotListen(errno), host: self.host, port: port) }
+        let handler = Unmanaged.passRetained(
+            RequestHandler(metrics: self.metrics, readiness: self.readiness, webConfiguration: webConfiguration)
+        )
+        // MHD_USE_ITC: needed by MHD_quiesce_daemon, which hands the socket to the next daemon on reload.
+        var flags =
+            MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue | MHD_USE_ERROR_LOG.rawValue
+            | MHD_USE_ITC.rawValue
+        let timeout = self.connectionTimeout.components
+        let timeoutSeconds = UInt32(clamping: max(timeout.seconds + (timeout.attoseconds > 0 ? 1 : 0), 1))
+        let limit = UInt32(clamping: max(self.maxConnections, 1))
+        var strings: [UnsafeMutablePointer<CChar>] = []
+        let daemon: OpaquePointer?
+        if let tls = webConfiguration?.tls {
+            flags |= MHD_USE_TLS.rawValue
+            let certificate = strdup(tls.certificate.pem)!
+            let key = strdup(tls.privateKey.pem)!
+            let priorities = strdup(tls.gnuTLSPriorities)!
+            let trust = tls.clientCA.map { strdup($0.pem)! }
+            strings = [certificate, key, priorities] + (trust.map { [$0] } ?? [])
+            daemon = lifeguard_mhd_start_tls_daemon(
+                flags,
+                owned,
+                limit,
+                timeoutSeconds,
+                handleRequest,
+                handler.toOpaque(),
+                certificate,
+                key,
+                trust,
+                priorities,
+                RequestHandler.clientAuth(tls.clientAuthType)
+            )
+        } else {
+            daemon = lifeguard_mhd_start_daemon(flags, owned, limit, timeoutSeconds, handleRequest, handler.toOpaque())
+        }
+        guard let daemon else {
+            // Some failures close the socket given, some do not (checkTLS makes any of them unlikely).
+            if fcntl(owned, F_GETFD) != -1 { close(owned) }
+            handler.release()
+            for string in strings {
+                memset(string, 0, strlen(string))
+                free(string)
+            }
+            throw MetricsServerError(
+                webConfiguration?.tls == nil ? .daemonFailed : .tlsFailed,
+                host: self.host,
+                port: port
+            )
+        }
+        return Running(daemon: daemon, handler: handler, port: port, strings: strings)
     }
 
     /// Stops answering and closes the listening socket. Returns once libmicrohttpd's thread has ended; calling it
     /// when stopped does nothing. The server may be started again.
     public func stop() {
         let running = self.state.withLock { state -> Running? in
-            guard case .running(let running) = state else { return nil }
-            state = .stopped
+            guard case .running(let running) = state.phase else { return nil }
+            state.phase = .stopped
             return running
         }
         guard let running else { return }
         // Outside the lock: MHD_stop_daemon joins the thread that runs the request callback.
         MHD_stop_daemon(running.daemon)
         // Only now is no callback left that could use the handler.
-        running.handler.release()
+        running.release()
     }
 }
 
@@ -150,6 +289,8 @@ public struct MetricsServerError: Error, CustomStringConvertible, Sendable {
         case cannotBind(Int32)
         case cannotListen(Int32)
         case daemonFailed
+        case tlsFailed
+        case tlsRefused(String)
         case alreadyStarted
     }
 
@@ -179,6 +320,10 @@ public struct MetricsServerError: Error, CustomStringConvertible, Sendable {
             return "metrics server: cannot listen on \(self.address): \(String(cString: strerror(error)))"
         case .daemonFailed:
             return "metrics server: libmicrohttpd failed to start on \(self.address)"
+        case .tlsRefused(let reason):
+            return "metrics server: GnuTLS refused the web configuration's TLS material for \(self.address): \(reason)"
+        case .tlsFailed:
+            return "metrics server: libmicrohttpd (GnuTLS) refused the certificate, key or client CA on \(self.address)"
         case .alreadyStarted:
             return "metrics server: already started on \(self.address)"
         }

@@ -1,16 +1,63 @@
 import CMicroHTTPD
 import LifeguardMetrics
+import WebConfig
 
-/// What the request callback needs, passed to libmicrohttpd as its `cls` pointer. Immutable: the callback runs on
-/// libmicrohttpd's thread and takes no lock of the server's.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What the request callback needs, passed to libmicrohttpd as its `cls` pointer. Immutable (one per daemon: a new
+/// web configuration starts a new daemon with a new handler): the callback runs on libmicrohttpd's thread and takes no
+/// lock of the server's.
 final class RequestHandler: Sendable {
     let metrics: LifeguardMetrics
     let readiness: @Sendable () -> Readiness
+    /// nil: no `basic_auth_users`, every request is answered.
+    let authenticator: BasicAuthenticator?
+    /// The `client_auth_type` the handshake enforced, checked once more per request.
+    let clientAuth: lifeguard_client_auth
 
-    init(metrics: LifeguardMetrics, readiness: @escaping @Sendable () -> Readiness) {
+    init(
+        metrics: LifeguardMetrics,
+        readiness: @escaping @Sendable () -> Readiness,
+        webConfiguration: WebConfiguration? = nil
+    ) {
         self.metrics = metrics
         self.readiness = readiness
+        let users = webConfiguration?.basicAuthUsers ?? [:]
+        self.authenticator = users.isEmpty ? nil : BasicAuthenticator(users: users)
+        self.clientAuth = webConfiguration?.tls.map { Self.clientAuth($0.clientAuthType) } ?? LIFEGUARD_CLIENT_AUTH_NONE
     }
+
+    static func clientAuth(_ type: ClientAuthType) -> lifeguard_client_auth {
+        switch type {
+        case .noClientCert: LIFEGUARD_CLIENT_AUTH_NONE
+        case .requestClientCert: LIFEGUARD_CLIENT_AUTH_REQUEST
+        case .requireAnyClientCert: LIFEGUARD_CLIENT_AUTH_REQUIRE_ANY
+        case .verifyClientCertIfGiven: LIFEGUARD_CLIENT_AUTH_VERIFY_IF_GIVEN
+        case .requireAndVerifyClientCert: LIFEGUARD_CLIENT_AUTH_REQUIRE_AND_VERIFY
+        }
+    }
+
+    /// Why a request with these basic-auth credentials (nil: none sent) is refused, or nil to answer it. Every path
+    /// is protected, the probes included, as in exporter-toolkit. A refusal is counted.
+    func refusal(user: String?, password: String?) -> MetricsRejectReason? {
+        guard let authenticator = self.authenticator else { return nil }
+        guard let user, let password else {
+            self.metrics.metricsRequestRejected(reason: .noCredentials)
+            return .noCredentials
+        }
+        guard authenticator.check(user: user, password: password) else {
+            self.metrics.metricsRequestRejected(reason: .unauthorized)
+            return .unauthorized
+        }
+        return nil
+    }
+
+    /// The realm of `WWW-Authenticate: Basic realm="..."`.
+    static let realm = "Lifeguard"
 
     /// A response before it is handed to libmicrohttpd.
     struct Response {
@@ -70,8 +117,43 @@ let handleRequest: MHD_AccessHandlerCallback = { cls, connection, url, method, _
         return .YES
     }
     let handler = Unmanaged<RequestHandler>.fromOpaque(cls).takeUnretainedValue()
+    // The handshake enforced client_auth_type already; a connection that slipped through is closed unanswered.
+    guard lifeguard_mhd_client_certificate_ok(connection, handler.clientAuth) != 0 else { return .NO }
+    if handler.authenticator != nil {
+        var password: UnsafeMutablePointer<CChar>? = nil
+        let user = MHD_basic_auth_get_username_password(connection, &password)
+        defer {
+            if let password {
+                // Scrub the copy libmicrohttpd made before giving it back.
+                memset(password, 0, strlen(password))
+                MHD_free(password)
+            }
+            if let user { MHD_free(user) }
+        }
+        if handler.refusal(user: user.map { String(cString: $0) }, password: password.map { String(cString: $0) })
+            != nil
+        {
+            return queueUnauthorized(on: connection)
+        }
+    }
     let response = handler.respond(method: String(cString: method), path: String(cString: url))
     return queue(response, on: connection)
+}
+
+/// 401 with `WWW-Authenticate: Basic realm="Lifeguard"`, added by libmicrohttpd.
+private func queueUnauthorized(on connection: OpaquePointer) -> MHD_Result {
+    let body = Array("unauthorized\n".utf8)
+    let mhdResponse = body.withUnsafeBytes { bytes in
+        MHD_create_response_from_buffer(
+            bytes.count,
+            UnsafeMutableRawPointer(mutating: bytes.baseAddress),
+            .RESPMEM_MUST_COPY
+        )
+    }
+    guard let mhdResponse else { return .NO }
+    defer { MHD_destroy_response(mhdResponse) }
+    _ = MHD_add_response_header(mhdResponse, "Content-Type", "text/plain; charset=utf-8")
+    return MHD_queue_basic_auth_fail_response(connection, RequestHandler.realm, mhdResponse)
 }
 
 private func queue(_ response: RequestHandler.Response, on connection: OpaquePointer) -> MHD_Result {

@@ -1,10 +1,12 @@
 import ArgumentParser
+import Foundation
 import LifeguardConfig
 import Proxy
 
 extension Command {
     /// `lifeguard check-config [FILE]`: print the effective configuration (passwords masked) and exit 0, or one line
-    /// per problem on stderr and exit 2.
+    /// per problem on stderr and exit 2. Beyond what `run` refuses, an expired certificate of `metrics_web_config` is a
+    /// problem here (`run` serves it and warns, so that the sidecar stays up).
     struct CheckConfig: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check-config",
@@ -24,8 +26,17 @@ extension Command {
 
         func run() throws {
             let configuration = try self.options.load(file: self.file)
-            // What only opening the files can tell: certificates, keys, CAs.
-            let problems = ProxyServer.tlsProblems(configuration)
+            // What only opening the files can tell: certificates, keys, CAs. The web configuration's files were
+            // opened by loading; only their expiry is left to check.
+            var problems = ProxyServer.tlsProblems(configuration)
+            if let web = configuration.metricsWebConfig {
+                for certificate in web.expiredCertificates(at: Date()) {
+                    problems.append(
+                        "\(web.file): \(certificate.file): a certificate expired on "
+                            + certificate.notAfter.ISO8601Format()
+                    )
+                }
+            }
             guard problems.isEmpty else {
                 for problem in problems { printError(problem) }
                 throw ExitCode(2)

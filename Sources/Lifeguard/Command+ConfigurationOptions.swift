@@ -29,6 +29,14 @@ extension Command {
         )
         var metricsListen: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Web configuration of the metrics address (TLS, basic auth), in Prometheus exporter-toolkit's format.",
+                valueName: "FILE"
+            )
+        )
+        var metricsWebConfig: String?
+
         @Option(help: ArgumentHelp("session, transaction or statement (default session).", valueName: "MODE"))
         var poolMode: String?
 
@@ -182,6 +190,7 @@ extension Command {
             var flags: [Setting: String] = [:]
             let values: [(Setting, String?)] = [
                 (.listen, self.listen), (.upstream, self.upstream), (.metricsListen, self.metricsListen),
+                (.metricsWebConfig, self.metricsWebConfig),
                 (.poolMode, self.poolMode), (.poolSize, self.poolSize), (.minSize, self.minSize),
                 (.maxOverflow, self.maxOverflow), (.poolTimeout, self.poolTimeout), (.poolRecycle, self.poolRecycle),
                 (.prePing, self.prePing.map { String($0) }), (.prePingDelay, self.prePingDelay),

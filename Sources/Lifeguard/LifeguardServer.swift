@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Exporter
+import Foundation
 import LifeguardConfig
 import LifeguardMetrics
 import Logging
@@ -10,6 +11,7 @@ import ServiceLifecycle
 import Synchronization
 import UnixSignals
 import Upstream
+import WebConfig
 
 /// `lifeguard run`: the metrics server, the upstream probe, configuration reloads and the proxy, shut down in order on
 /// SIGTERM/SIGINT: the proxy drains first, the exporter answers until last.
@@ -53,8 +55,11 @@ struct LifeguardServer {
             host: self.configuration.metricsListen.host,
             port: self.configuration.metricsListen.port,
             metrics: metrics,
-            readiness: { state.readiness }
+            readiness: { state.readiness },
+            webConfiguration: self.configuration.metricsWebConfig
         )
+        state.attach(exporter)
+        Self.warnAboutCertificates(self.configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [
@@ -79,6 +84,21 @@ struct LifeguardServer {
         logger.info("stopped")
     }
 
+    /// Certificates of the web configuration that expired or expire within 14 days (the alert's horizon) are logged
+    /// at warning: they are served all the same, so that the sidecar keeps running.
+    static func warnAboutCertificates(_ configuration: LifeguardConfiguration, logger: Logger, now: Date = Date()) {
+        for certificate in configuration.metricsWebConfig?.certificates ?? [] {
+            let metadata: Logger.Metadata = [
+                "file": "\(certificate.file)", "not_after": "\(certificate.notAfter.ISO8601Format())",
+            ]
+            if certificate.notAfter <= now {
+                logger.warning("metrics_web_config: a certificate has expired", metadata: metadata)
+            } else if certificate.notAfter.timeIntervalSince(now) < 14 * 86_400 {
+                logger.warning("metrics_web_config: a certificate expires within 14 days", metadata: metadata)
+            }
+        }
+    }
+
     static func makeLogger(level: LogLevel) -> Logger {
         var logger = Logger(label: "lifeguard") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: level.rawValue) ?? .info
@@ -96,6 +116,9 @@ final class ServerState: Sendable {
         /// The pools the configuration pins completely, registered before any client arrives.
         var pinnedPools: Set<PoolKey> = []
         var proxy: ProxyServer?
+        var exporter: MetricsServer?
+        /// The certificate files of the web configuration, registered in `lifeguard_tls_certificate_expiry_*`.
+        var certificateFiles: Set<String> = []
         /// The last probe result per upstream name; absent until probed.
         var probes: [String: PingResult] = [:]
     }
@@ -113,10 +136,22 @@ final class ServerState: Sendable {
         self.state.withLock { $0.proxy = proxy }
     }
 
-    /// A reload: the proxy first (it may refuse, for example an unreadable auth_file), then the metrics and probes.
+    func attach(_ exporter: MetricsServer) {
+        self.state.withLock { $0.exporter = exporter }
+    }
+
+    /// A reload: the metrics endpoint's web configuration first (libmicrohttpd may refuse the TLS material; it then
+    /// keeps serving the old one), then the proxy (it may refuse, for example an unreadable auth_file; the endpoint
+    /// then goes back to the old web configuration), then the metrics and probes.
     func reload(_ configuration: LifeguardConfiguration) throws {
-        let proxy = self.state.withLock { $0.proxy }
-        try proxy?.apply(configuration)
+        let (proxy, exporter, current) = self.state.withLock { ($0.proxy, $0.exporter, $0.configuration) }
+        try exporter?.update(webConfiguration: configuration.metricsWebConfig)
+        do {
+            try proxy?.apply(configuration)
+        } catch {
+            try? exporter?.update(webConfiguration: current.metricsWebConfig)
+            throw error
+        }
         self.apply(configuration)
     }
 
@@ -154,14 +189,23 @@ final class ServerState: Sendable {
     func apply(_ configuration: LifeguardConfiguration) {
         let routes = configuration.pinnedRoutes
         let pinned = Set(routes.map(\.key))
-        let (old, oldUpstreams, proxy) = self.state.withLock { state in
+        let certificates = configuration.metricsWebConfig?.certificates ?? []
+        let (old, oldUpstreams, proxy, oldCertificateFiles) = self.state.withLock { state in
             let old = state.pinnedPools
             let oldUpstreams = state.configuration.upstreams.map(\.name)
+            let oldCertificateFiles = state.certificateFiles
             state.configuration = configuration
             state.pinnedPools = pinned
+            state.certificateFiles = Set(certificates.map(\.file))
             let names = Set(configuration.upstreams.map(\.name))
             state.probes = state.probes.filter { names.contains($0.key) }
-            return (old, oldUpstreams, state.proxy)
+            return (old, oldUpstreams, state.proxy, oldCertificateFiles)
+        }
+        for certificate in certificates {
+            self.metrics.certificateExpiry.set(file: certificate.file, expiry: certificate.notAfter)
+        }
+        for file in oldCertificateFiles.subtracting(certificates.map(\.file)) {
+            self.metrics.certificateExpiry.remove(file: file)
         }
         for route in routes {
             let series = self.metrics.pool(database: route.key.database, user: route.key.user)
@@ -240,6 +284,7 @@ struct ConfigurationReloader: Service {
                 continue
             }
             self.state.metrics.setConfigReloadSuccessful(true)
+            LifeguardServer.warnAboutCertificates(next, logger: self.logger)
             self.logger.info("configuration reloaded")
         }
     }
@@ -282,7 +327,10 @@ struct ExporterService: Service {
         let port = try self.exporter.start()
         self.logger.info(
             "serving /metrics, /healthz and /readyz",
-            metadata: ["address": "\(self.exporter.host):\(port)"]
+            metadata: [
+                "address": "\(self.exporter.host):\(port)",
+                "security": "\(self.exporter.webConfiguration?.summary ?? "plain HTTP, no authentication")",
+            ]
         )
         // The group signals shutdown to the services in reverse order: this one, the first, last.
         try? await gracefulShutdown()

@@ -1,6 +1,7 @@
 import Foundation
 import TOMLKit
 import Upstream
+import WebConfig
 
 /// What a configuration is made from. Keep it to load the same configuration again (SIGHUP).
 public struct ConfigurationSources: Sendable, Equatable {
@@ -57,6 +58,8 @@ private struct ConfigurationLoader {
     var databaseEntries: [DatabaseEntry] = []
     /// The file could not be read or parsed: it may well name an upstream, so its absence is not reported.
     var fileUnreadable = false
+    /// `metrics_web_config` as given; read once every source has had its say.
+    var metricsWebConfigFile: String? = nil
 
     struct DatabaseEntry {
         var name: String
@@ -220,6 +223,10 @@ private struct ConfigurationLoader {
         switch setting {
         case .listen: outcome = ValueParser.listenAddress(raw).map { self.configuration.listen = $0 }
         case .metricsListen: outcome = ValueParser.listenAddress(raw).map { self.configuration.metricsListen = $0 }
+        case .metricsWebConfig:
+            outcome = ValueParser.string(raw, what: "a file path").map {
+                self.metricsWebConfigFile = $0.isEmpty ? nil : $0
+            }
         case .upstream: outcome = ValueParser.connectionString(raw).map { self.configuration.upstream = $0 }
         case .poolMode: outcome = ValueParser.choice(raw, as: PoolMode.self).map { self.configuration.poolMode = $0 }
         case .poolSize: outcome = ValueParser.integer(raw, minimum: 1).map { self.configuration.poolSize = $0 }
@@ -444,6 +451,18 @@ private struct ConfigurationLoader {
                     key: Setting.authFile.key,
                     "no such file: \(RawValue.quote(authFile))"
                 )
+            }
+        }
+        if let file = self.metricsWebConfigFile, !self.failed.contains(Setting.metricsWebConfig.key) {
+            do {
+                self.configuration.metricsWebConfig = try WebConfiguration.load(file: file)
+            } catch {
+                // The web configuration's problems carry its own file and line; the setting names where it was set.
+                let origin = self.origin(of: .metricsWebConfig)
+                let via = origin == .default ? "" : " (metrics_web_config, set at \(origin))"
+                for problem in error.problems {
+                    self.report(location: problem.location, key: problem.key, problem.message + via)
+                }
             }
         }
         if configuration.authType == nil && !configuration.listen.isLoopback

@@ -12,6 +12,9 @@ extension LifeguardConfiguration {
             let origin = self.provenance.origins[setting.key] ?? .default
             if let value = self.renderedValue(of: setting) {
                 lines.append(Self.line(setting.key, value, origin: origin))
+                if setting == .metricsWebConfig, let web = self.metricsWebConfig {
+                    lines.append("# metrics endpoint: \(web.summary)")
+                }
             } else {
                 lines.append("# \(setting.key) is not set  # \(origin)")
             }
@@ -40,6 +43,7 @@ extension LifeguardConfiguration {
         switch setting {
         case .listen: Self.string(self.listen.description)
         case .metricsListen: Self.string(self.metricsListen.description)
+        case .metricsWebConfig: self.metricsWebConfig.map { Self.string($0.file) }
         case .unixSocketDir: self.unixSocketDir.map { Self.string($0) }
         case .unixSocketMode: Self.string("0" + String(self.unixSocketMode, radix: 8))
         case .unixSocketGroup: self.unixSocketGroup.map { Self.string($0) }

@@ -1,5 +1,6 @@
 import PoolCore
 import Upstream
+import WebConfig
 
 /// Lifeguard's effective, validated configuration.
 ///
@@ -14,6 +15,9 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var listen: ListenAddress
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`metrics_listen`, default 127.0.0.1:9187).
     public var metricsListen: ListenAddress
+    /// `metrics_web_config`: HTTPS and basic authentication of the metrics endpoint, in exporter-toolkit's web
+    /// configuration format, read and checked with the files it names; nil serves plain HTTP to anyone (default).
+    public var metricsWebConfig: WebConfiguration?
     /// A directory where clients also connect through the Unix socket `.s.PGSQL.<listen port>`, as with PostgreSQL and
     /// PgBouncer (`unix_socket_dir`); nil: none (default).
     public var unixSocketDir: String?
@@ -73,6 +77,7 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public static let defaults = LifeguardConfiguration(
         listen: ListenAddress(host: "127.0.0.1", port: 6432),
         metricsListen: ListenAddress(host: "127.0.0.1", port: 9187),
+        metricsWebConfig: nil,
         unixSocketDir: nil,
         unixSocketMode: 0o777,
         unixSocketGroup: nil,

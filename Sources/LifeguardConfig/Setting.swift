@@ -3,6 +3,7 @@
 public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case listen
     case metricsListen = "metrics_listen"
+    case metricsWebConfig = "metrics_web_config"
     case unixSocketDir = "unix_socket_dir"
     case unixSocketMode = "unix_socket_mode"
     case unixSocketGroup = "unix_socket_group"

@@ -33,6 +33,8 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
     case upstreamUp = "lifeguard_upstream_up"
     case buildInfo = "lifeguard_build_info"
     case configLastReloadSuccessful = "lifeguard_config_last_reload_successful"
+    case metricsRequestsRejectedTotal = "lifeguard_metrics_requests_rejected_total"
+    case tlsCertificateExpiryTimestampSeconds = "lifeguard_tls_certificate_expiry_timestamp_seconds"
     case processResidentMemoryBytes = "process_resident_memory_bytes"
     case processVirtualMemoryBytes = "process_virtual_memory_bytes"
     case processCPUSecondsTotal = "process_cpu_seconds_total"
@@ -49,11 +51,12 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
             return .histogram
         case .poolCheckoutsTotal, .poolTimeoutsTotal, .poolConnectionErrorsTotal, .poolConnectionsClosedTotal,
             .poolLeaksSuspectedTotal, .poolStaleReleasesTotal, .transactionsTotal, .queriesTotal, .clientRejectedTotal,
-            .processCPUSecondsTotal:
+            .metricsRequestsRejectedTotal, .processCPUSecondsTotal:
             return .counter
         case .poolSize, .poolMaxOverflow, .poolConnections, .poolCheckedOut, .poolOverflow, .poolWaitingClients,
             .clientConnections, .clientMaxConnections, .upstreamUp, .buildInfo, .configLastReloadSuccessful,
-            .processResidentMemoryBytes, .processVirtualMemoryBytes, .processOpenFDs, .processMaxFDs,
+            .tlsCertificateExpiryTimestampSeconds, .processResidentMemoryBytes, .processVirtualMemoryBytes,
+            .processOpenFDs, .processMaxFDs,
             .processStartTimeSeconds:
             return .gauge
         }
@@ -78,8 +81,11 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         switch self {
         case .poolConnections, .clientConnections:
             return pool + ["state"]
-        case .poolConnectionErrorsTotal, .poolConnectionsClosedTotal, .clientRejectedTotal:
+        case .poolConnectionErrorsTotal, .poolConnectionsClosedTotal, .clientRejectedTotal,
+            .metricsRequestsRejectedTotal:
             return pool + ["reason"]
+        case .tlsCertificateExpiryTimestampSeconds:
+            return ["file"]
         case .upstreamUp:
             return ["upstream"]
         case .buildInfo:
@@ -97,6 +103,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolConnectionErrorsTotal: return ConnectionErrorReason.allCases.map(\.rawValue)
         case .poolConnectionsClosedTotal: return ConnectionCloseReason.allCases.map(\.rawValue)
         case .clientRejectedTotal: return ClientRejectReason.allCases.map(\.rawValue)
+        case .metricsRequestsRejectedTotal: return MetricsRejectReason.allCases.map(\.rawValue)
         default: return []
         }
     }
@@ -106,7 +113,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         switch self {
         case .poolWaitSeconds, .poolUseSeconds, .poolConnectSeconds, .processCPUSecondsTotal:
             return "seconds"
-        case .processStartTimeSeconds:
+        case .processStartTimeSeconds, .tlsCertificateExpiryTimestampSeconds:
             return "seconds since the Unix epoch"
         case .processResidentMemoryBytes, .processVirtualMemoryBytes:
             return "bytes"
@@ -121,6 +128,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolStaleReleasesTotal: return "releases"
         case .transactionsTotal: return "transactions"
         case .queriesTotal: return "queries"
+        case .metricsRequestsRejectedTotal: return "requests"
         case .processOpenFDs, .processMaxFDs: return "file descriptors"
         case .upstreamUp, .buildInfo, .configLastReloadSuccessful: return "1 or 0"
         }
@@ -153,6 +161,10 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .upstreamUp: return "1 when the upstream answers PQpingParams, 0 otherwise."
         case .buildInfo: return "Always 1; the version label names the running build."
         case .configLastReloadSuccessful: return "1 if the last configuration load or reload succeeded, 0 if not."
+        case .metricsRequestsRejectedTotal:
+            return "Requests to /metrics, /healthz or /readyz refused by basic authentication, by reason."
+        case .tlsCertificateExpiryTimestampSeconds:
+            return "When the earliest certificate of a loaded certificate file expires (notAfter), in Unix seconds."
         case .processResidentMemoryBytes: return "Resident memory size in bytes."
         case .processVirtualMemoryBytes: return "Virtual memory size in bytes."
         case .processCPUSecondsTotal: return "Total user and system CPU time spent in seconds."

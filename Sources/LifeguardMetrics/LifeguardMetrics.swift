@@ -31,13 +31,17 @@ public final class LifeguardMetrics: Sendable {
     private let clientRejected: [ClientRejectReason: CounterSeries]
     private let buildInfo: GaugeSeries
     private let configReloadSuccessful: GaugeSeries
+    private let metricsRequestsRejected: [MetricsRejectReason: CounterSeries]
+    /// `lifeguard_tls_certificate_expiry_timestamp_seconds{file}`: register certificate files here.
+    public let certificateExpiry = CertificateExpiry()
     private let processStartTime: Double?
     /// Size of the last exposition, so that the next one reserves its buffer once instead of doubling it ~6 times.
     private let lastRenderedCount = Atomic<Int>(0)
 
     /// Creates the registry with the process-wide series: `lifeguard_build_info{version}` at 1,
     /// `lifeguard_config_last_reload_successful` at 1 (a process runs only with a valid configuration), client gauges
-    /// at 0 and every `lifeguard_client_rejected_total{reason}` at 0.
+    /// at 0, every `lifeguard_client_rejected_total{reason}` and `lifeguard_metrics_requests_rejected_total{reason}`
+    /// at 0.
     public init(version: String) {
         self.clientConnections = ClientConnectionState.allCases.map {
             GaugeSeries(.clientConnections, [("state", $0.rawValue)])
@@ -52,6 +56,11 @@ public final class LifeguardMetrics: Sendable {
         self.buildInfo.set(1)
         self.configReloadSuccessful = GaugeSeries(.configLastReloadSuccessful, [])
         self.configReloadSuccessful.set(1)
+        self.metricsRequestsRejected = Dictionary(
+            uniqueKeysWithValues: MetricsRejectReason.allCases.map {
+                ($0, CounterSeries(.metricsRequestsRejectedTotal, [("reason", $0.rawValue)]))
+            }
+        )
         self.processStartTime = ProcessStats.startTime()
     }
 
@@ -124,6 +133,11 @@ public final class LifeguardMetrics: Sendable {
         }
     }
 
+    /// Counts one request the metrics endpoint refused with 401 (`lifeguard_metrics_requests_rejected_total{reason}`).
+    public func metricsRequestRejected(reason: MetricsRejectReason) {
+        self.metricsRequestsRejected[reason]!.increment()
+    }
+
     /// Sets `lifeguard_config_last_reload_successful` after a reload.
     public func setConfigReloadSuccessful(_ successful: Bool) {
         self.configReloadSuccessful.set(successful ? 1 : 0)
@@ -179,6 +193,9 @@ public final class LifeguardMetrics: Sendable {
             for reason in ClientRejectReason.allCases { self.clientRejected[reason]!.emit(into: &buffer) }
         case .buildInfo: self.buildInfo.emit(into: &buffer)
         case .configLastReloadSuccessful: self.configReloadSuccessful.emit(into: &buffer)
+        case .metricsRequestsRejectedTotal:
+            for reason in MetricsRejectReason.allCases { self.metricsRequestsRejected[reason]!.emit(into: &buffer) }
+        case .tlsCertificateExpiryTimestampSeconds: self.certificateExpiry.emit(into: &buffer)
         default: break
         }
     }

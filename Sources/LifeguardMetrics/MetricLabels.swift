@@ -72,3 +72,11 @@ public enum ClientRejectReason: String, Sendable, CaseIterable {
     /// The client spoke something that is not the PostgreSQL protocol, or a refused part of it.
     case `protocol`
 }
+
+/// `reason` of `lifeguard_metrics_requests_rejected_total`: why the metrics endpoint answered 401.
+public enum MetricsRejectReason: String, Sendable, CaseIterable {
+    /// The request carried no basic-auth credentials.
+    case noCredentials = "no_credentials"
+    /// The user is unknown or the password wrong (the two are not told apart, as in the answer).
+    case unauthorized
+}

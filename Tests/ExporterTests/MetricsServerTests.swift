@@ -36,6 +36,7 @@ struct MetricsServerTests {
         let metrics = LifeguardMetrics(version: "9.9.9")
         metrics.pool(database: "app", user: "alice").checkedOut()
         metrics.setUpstreamUp("default", true)
+        metrics.certificateExpiry.set(file: "/tls/server.crt", expiry: Date(timeIntervalSince1970: 1_900_000_000))
         try withServer(metrics: metrics) { _, port throws in
             let response = try HTTPConnection.get(port: port, "/metrics")
             #expect(response.status == 200)

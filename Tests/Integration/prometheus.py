@@ -126,12 +126,15 @@ def metric_names(promql: str) -> set[str]:
 
 class PrometheusServer:
     """Prometheus on 127.0.0.1:free port, TSDB in workdir, scraping `scrape_targets` (host:port) as job `lifeguard`
-    with the rule files of alerts/. `start()`, then the API methods; `stop()` always (SIGTERM, SIGKILL after 15 s)."""
+    with the rule files of alerts/. `scrape_options` go into the job's scrape config as they are (`scheme`,
+    `tls_config`, `basic_auth`). `start()`, then the API methods; `stop()` always (SIGTERM, SIGKILL after 15 s)."""
 
-    def __init__(self, workdir: Path, scrape_targets: list[str], rules: list[Path] | None = None):
+    def __init__(self, workdir: Path, scrape_targets: list[str], rules: list[Path] | None = None,
+                 scrape_options: Mapping[str, object] | None = None):
         self.workdir = Path(workdir) / "prometheus"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.scrape_targets = scrape_targets
+        self.scrape_options = dict(scrape_options or {})
         self.rules = rule_files() if rules is None else rules
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -143,7 +146,9 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
             "rule_files": [str(p) for p in self.rules],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self.scrape_targets}]}],
+            "scrape_configs": [
+                {"job_name": JOB, "static_configs": [{"targets": self.scrape_targets}], **self.scrape_options}
+            ],
         }
         self.config.write_text(json.dumps(config, indent=1))  # JSON is YAML
 

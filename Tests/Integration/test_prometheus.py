@@ -34,6 +34,8 @@ POOL = {"database": "appdb", "user": "app"}
 MAY_BE_ABSENT = {
     "ALERTS": "exists only while an alert is pending or firing",
     "pg_settings_max_connections": "postgres_exporter's; no postgres_exporter is scraped in this test",
+    "lifeguard_tls_certificate_expiry_timestamp_seconds":
+        "exported only with TLS (metrics_web_config); test_metrics_web.py has Prometheus scrape it over HTTPS",
 }
 
 EXHAUSTED = "LifeguardPoolExhausted"

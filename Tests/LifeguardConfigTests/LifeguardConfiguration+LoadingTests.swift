@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Upstream
+import WebConfig
 
 @testable import LifeguardConfig
 
@@ -24,6 +25,10 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         },
         .init(setting: .metricsListen, toml: "\"[::1]:9999\"", text: "[::1]:9999") {
             $0.metricsListen == ListenAddress(host: "::1", port: 9999)
+        },
+        // An empty web configuration is a valid one (plain HTTP, no authentication), and /dev/null is always empty.
+        .init(setting: .metricsWebConfig, toml: "\"/dev/null\"", text: "/dev/null") {
+            $0.metricsWebConfig == WebConfiguration(file: "/dev/null")
         },
         .init(setting: .upstream, toml: "\"postgresql://u@h.example:5444/d\"", text: "postgresql://u@h.example:5444/d")
         {

@@ -153,6 +153,10 @@ struct LifeguardMetricsTests {
         # HELP lifeguard_config_last_reload_successful 1 if the last configuration load or reload succeeded, 0 if not.
         # TYPE lifeguard_config_last_reload_successful gauge
         lifeguard_config_last_reload_successful 1.0
+        # HELP lifeguard_metrics_requests_rejected_total Requests to /metrics, /healthz or /readyz refused by basic authentication, by reason.
+        # TYPE lifeguard_metrics_requests_rejected_total counter
+        lifeguard_metrics_requests_rejected_total{reason="no_credentials"} 0
+        lifeguard_metrics_requests_rejected_total{reason="unauthorized"} 0
 
         """
 
@@ -179,6 +183,7 @@ struct LifeguardMetricsTests {
             families == [
                 "lifeguard_client_connections", "lifeguard_client_max_connections", "lifeguard_client_rejected_total",
                 "lifeguard_build_info", "lifeguard_config_last_reload_successful",
+                "lifeguard_metrics_requests_rejected_total",
             ]
         )
     }
@@ -191,6 +196,8 @@ struct LifeguardMetricsTests {
         }
         metrics.setUpstreamUp("replica", true)
         metrics.setUpstreamUp("default", true)
+        metrics.certificateExpiry.set(file: "/etc/tls/b.crt", expiry: Date(timeIntervalSince1970: 2_000_000_000))
+        metrics.certificateExpiry.set(file: "/etc/tls/a.crt", expiry: Date(timeIntervalSince1970: 1_900_000_000.5))
         let text = Exposition.withoutProcess(metrics)
         let sizeLines = text.split(separator: "\n").filter { $0.hasPrefix("lifeguard_pool_size{") }
         #expect(
@@ -208,6 +215,15 @@ struct LifeguardMetricsTests {
         #expect(
             upstreams == [
                 #"lifeguard_upstream_up{upstream="default"} 1.0"#, #"lifeguard_upstream_up{upstream="replica"} 1.0"#,
+            ]
+        )
+        let certificates = text.split(separator: "\n").filter {
+            $0.hasPrefix("lifeguard_tls_certificate_expiry_timestamp_seconds{")
+        }
+        #expect(
+            certificates == [
+                #"lifeguard_tls_certificate_expiry_timestamp_seconds{file="/etc/tls/a.crt"} 1900000000.0"#,
+                #"lifeguard_tls_certificate_expiry_timestamp_seconds{file="/etc/tls/b.crt"} 2000000000.0"#,
             ]
         )
         // A second render gives the same text: nothing depends on dictionary order.
@@ -270,6 +286,9 @@ struct LifeguardMetricsTests {
         metrics.setConfigReloadSuccessful(false)
         metrics.setUpstreamUp("default", true)
         metrics.setUpstreamUp("replica", false)
+        metrics.metricsRequestRejected(reason: .unauthorized)
+        metrics.metricsRequestRejected(reason: .unauthorized)
+        metrics.metricsRequestRejected(reason: .noCredentials)
         let changes = Exposition.changes(from: before, to: Exposition.withoutProcess(metrics))
         #expect(
             changes == [
@@ -280,6 +299,8 @@ struct LifeguardMetricsTests {
                 #"lifeguard_client_rejected_total{reason="max_client_conn"}"#: "2",
                 #"lifeguard_client_rejected_total{reason="protocol"}"#: "1",
                 "lifeguard_config_last_reload_successful": "0.0",
+                #"lifeguard_metrics_requests_rejected_total{reason="no_credentials"}"#: "1",
+                #"lifeguard_metrics_requests_rejected_total{reason="unauthorized"}"#: "2",
                 #"lifeguard_upstream_up{upstream="default"}"#: "1.0",
                 #"lifeguard_upstream_up{upstream="replica"}"#: "0.0",
             ]
@@ -296,6 +317,25 @@ struct LifeguardMetricsTests {
         #expect(Exposition.samples(metrics.render())[#"lifeguard_upstream_up{upstream="default"}"#] == "1.0")
         metrics.removeUpstream("default")
         #expect(!metrics.render().contains("lifeguard_upstream_up"))
+    }
+
+    @Test("a certificate file's series goes when it is removed, and its expiry can change")
+    func certificateExpiryRegistry() {
+        let metrics = LifeguardMetrics(version: "0.1.0")
+        let registry = metrics.certificateExpiry
+        registry.set(file: "/tls/server.crt", expiry: Date(timeIntervalSince1970: 1_800_000_000))
+        registry.set(file: "/tls/server.crt", expiry: Date(timeIntervalSince1970: 1_900_000_000))
+        registry.set(file: "/tls/ca.crt", expiry: Date(timeIntervalSince1970: 2_000_000_000))
+        #expect(registry.files == ["/tls/ca.crt", "/tls/server.crt"])
+        #expect(
+            metrics.render().contains(
+                #"lifeguard_tls_certificate_expiry_timestamp_seconds{file="/tls/server.crt"} 1900000000.0"#
+            )
+        )
+        registry.remove(file: "/tls/server.crt")
+        registry.remove(file: "/tls/ca.crt")
+        #expect(registry.files.isEmpty)
+        #expect(!metrics.render().contains("lifeguard_tls_certificate_expiry_timestamp_seconds"))
     }
 
     @Test("label values are escaped")
@@ -319,7 +359,7 @@ struct LifeguardMetricsTests {
         #expect(lines.contains(#"lifeguard_pool_connection_errors_total{\#(labels),reason="auth"} 0"#))
         // A raw line feed in a name would split a sample line: every line of the pool is one whole sample.
         let poolLines = lines.filter { !$0.hasPrefix("lifeguard_client_") && !$0.hasPrefix("lifeguard_build_info") }
-            .filter { !$0.hasPrefix("lifeguard_config_") }
+            .filter { !$0.hasPrefix("lifeguard_config_") && !$0.hasPrefix("lifeguard_metrics_requests_") }
         #expect(poolLines.count == 93)  // as in the golden exposition
         #expect(poolLines.allSatisfy { $0.contains(labels) })
     }

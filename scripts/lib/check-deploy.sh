@@ -15,7 +15,7 @@
 #   promtool (as a recording rule: promtool 2.42 parses PromQL offline only there)
 # - the checks catch what they are for: a renamed metric in a dashboard and an edited PrometheusRule must fail
 # - with a built lifeguard (LIFEGUARD_BIN, else the debug build): `lifeguard check-config` accepts the compose and
-#   ConfigMap configurations, and deploy/lifeguard-probe.sh (the image's HEALTHCHECK and preStop) works against it
+#   ConfigMap configurations and the compose web configuration (metrics_web_config), and deploy/lifeguard-probe.sh (the image's HEALTHCHECK and preStop) works against it
 # - only with LIFEGUARD_IMAGE_BUILD=1 and podman installed: `podman build` of deploy/Dockerfile (it pulls base
 #   images from a registry, so it is never part of a default run; a failed pull is reported and skipped)
 set -euo pipefail
@@ -89,7 +89,11 @@ prometheusrule_rules() {
 
 prometheus_config() {
     # Compose mounts alerts/ at /etc/prometheus/rules; point the copy at the repository's alerts/ instead.
-    sed "s|/etc/prometheus/rules/|$LIFEGUARD_ROOT/alerts/|" deploy/prometheus/prometheus.yml >"$TMP/prometheus.yml"
+    # The same for the files compose mounts for the HTTPS scrape of Lifeguard.
+    sed -e "s|/etc/prometheus/rules/|$LIFEGUARD_ROOT/alerts/|" \
+        -e "s|/etc/prometheus/lifeguard-ca.crt|$LIFEGUARD_ROOT/deploy/compose/tls/ca.crt|" \
+        -e "s|/etc/prometheus/lifeguard-scrape-password|$LIFEGUARD_ROOT/deploy/prometheus/lifeguard-scrape-password|" \
+        deploy/prometheus/prometheus.yml >"$TMP/prometheus.yml"
     promtool check config "$TMP/prometheus.yml"
 }
 
@@ -144,7 +148,14 @@ configs_accepted() {
     config_accepted "$bin" deploy/compose/lifeguard.toml || return 1
     "$PYTHON" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["lifeguard.toml"], end="")' \
         deploy/kubernetes/configmap.yaml >"$TMP/configmap-lifeguard.toml"
-    config_accepted "$bin" "$TMP/configmap-lifeguard.toml"
+    config_accepted "$bin" "$TMP/configmap-lifeguard.toml" || return 1
+    # The compose demo's web configuration (HTTPS, basic auth), with its demo certificate: valid and not expiring.
+    env -i PATH=/usr/bin:/bin LIFEGUARD_METRICS_WEB_CONFIG=deploy/compose/web.yml \
+        LIFEGUARD_UPSTREAM='postgresql://app@db.invalid:5432/appdb' \
+        "$bin" check-config deploy/compose/lifeguard.toml >"$TMP/check-config.out" 2>&1 || {
+        cat "$TMP/check-config.out"
+        return 1
+    }
 }
 
 # deploy/lifeguard-probe.sh against a real Lifeguard (upstream on a closed port: alive, not ready, no clients),

@@ -136,7 +136,9 @@ require_swift() {
 
 # What the package needs to build and its tests need to run (the system libraries, PostgreSQL, promtool).
 install_system_deps() {
-    apt_install_missing ca-certificates curl pkg-config libpq-dev libmicrohttpd-dev prometheus
+    # libgnutls28-dev and libcrypt-dev: the metrics endpoint's HTTPS (through libmicrohttpd's GnuTLS) and bcrypt.
+    apt_install_missing ca-certificates curl pkg-config libpq-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev \
+        prometheus openssl
     install_postgresql
     command -v promtool >/dev/null 2>&1 || die "promtool not found after installing prometheus"
     require_swift
