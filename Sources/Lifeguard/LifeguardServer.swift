@@ -189,7 +189,10 @@ final class ServerState: Sendable {
     func apply(_ configuration: LifeguardConfiguration) {
         let routes = configuration.pinnedRoutes
         let pinned = Set(routes.map(\.key))
-        let certificates = configuration.metricsWebConfig?.certificates ?? []
+        // The metrics endpoint's certificates and the proxy's (clients' and each upstream's TLS files).
+        let certificates =
+            (configuration.metricsWebConfig?.certificates ?? []).map { (file: $0.file, notAfter: $0.notAfter) }
+            + ProxyServer.certificateExpiries(configuration)
         let (old, oldUpstreams, proxy, oldCertificateFiles) = self.state.withLock { state in
             let old = state.pinnedPools
             let oldUpstreams = state.configuration.upstreams.map(\.name)

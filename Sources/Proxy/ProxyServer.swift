@@ -214,6 +214,22 @@ public final class ProxyServer: Sendable {
         return problems
     }
 
+    /// Every certificate file the proxy reads (client_tls_cert_file, client_tls_ca_file, each upstream's sslrootcert
+    /// and sslcert) with the earliest expiry in it, for `lifeguard_tls_certificate_expiry_timestamp_seconds`.
+    public static func certificateExpiries(_ configuration: LifeguardConfiguration) -> [(file: String, notAfter: Date)]
+    {
+        var found: [(file: String, notAfter: Date)] = []
+        if let tls = try? ClientTLS.load(configuration.clientTLS) { found += tls.expiries }
+        var upstreams: [ConnInfo] = configuration.upstream.map { [$0] } ?? []
+        upstreams += configuration.databases.map(\.dsn)
+        for dsn in upstreams {
+            if let tls = try? ServerTLS(dsn: dsn) { found += tls.expiries }
+        }
+        var earliest: [String: Date] = [:]
+        for (file, notAfter) in found { earliest[file] = min(earliest[file] ?? notAfter, notAfter) }
+        return earliest.sorted { $0.key < $1.key }.map { (file: $0.key, notAfter: $0.value) }
+    }
+
     /// The TLS context for clients, read from its files; a reload with a broken file keeps the one in force.
     static func loadClientTLS(_ configuration: LifeguardConfiguration) throws -> ClientTLS? {
         do throws(ClientTLSError) {

@@ -30,6 +30,9 @@ struct ServerTLS: Sendable {
     let roots: CertificateStore?
     /// `verify-full`: the certificate must name the host.
     let checksName: Bool
+    /// The certificate files read (`sslrootcert`, `sslcert`) and the earliest expiry in each, for
+    /// `lifeguard_tls_certificate_expiry_timestamp_seconds`.
+    private(set) var expiries: [(file: String, notAfter: Date)] = []
 
     static let disabled = ServerTLS(mode: .disable, direct: false, context: nil, roots: nil, checksName: false)
 
@@ -85,8 +88,12 @@ struct ServerTLS: Sendable {
             )
         }
         var roots: CertificateStore?
+        var expiries: [(file: String, notAfter: Date)] = []
         if let rootPath, mode == .require || mode == .verifyCA || mode == .verifyFull {
             roots = try Self.loadRoots(rootPath)
+            if rootPath != "system", let earliest = Self.earliestExpiry(rootPath) {
+                expiries.append((rootPath, earliest))
+            }
         }
 
         var configuration = TLSConfiguration.makeClientConfiguration()
@@ -98,6 +105,7 @@ struct ServerTLS: Sendable {
             let keyPath = dsn["sslkey"] ?? Self.homeFile("postgresql.key")
             do {
                 configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certPath).map { .certificate($0) }
+                if let earliest = Self.earliestExpiry(certPath) { expiries.append((certPath, earliest)) }
             } catch {
                 throw ServerTLSError("could not load client certificate file \"\(certPath)\": \(error)")
             }
@@ -114,11 +122,18 @@ struct ServerTLS: Sendable {
             throw ServerTLSError("could not set up TLS (sslcert and sslkey must match): \(error)")
         }
         self.init(mode: mode, direct: direct, context: context, roots: roots, checksName: mode == .verifyFull)
+        self.expiries = expiries
     }
 
     private static func homeFile(_ name: String) -> String {
         let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
         return "\(home)/.postgresql/\(name)"
+    }
+
+    /// The earliest notAfter among the certificates of a PEM file.
+    static func earliestExpiry(_ path: String) -> Date? {
+        (try? NIOSSLCertificate.fromPEMFile(path))?.map { Date(timeIntervalSince1970: TimeInterval($0.notValidAfter)) }
+            .min()
     }
 
     /// The CAs of a PEM file, or the system's (`system`).

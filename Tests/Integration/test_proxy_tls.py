@@ -436,3 +436,17 @@ def test_direct_tls_to_the_server(tls_pooler, tls_postgres, pki):
     result = tls_pooler.lifeguard.run("check-config", "--upstream",
                                       f"postgresql://localhost:{inner.port}/?sslmode=prefer&sslnegotiation=direct")
     assert result.returncode == 2 and "sslnegotiation=direct" in result.stderr, result.stderr
+
+
+def test_every_certificate_file_has_its_expiry_exported(tls_pooler, tls_postgres, pki, promtool_check):
+    from cryptography import x509
+
+    target = tls_both_sides(tls_pooler, tls_postgres, pki, sslmode="verify-full")
+    metrics = target.metrics()
+
+    def not_after(path: Path) -> int:
+        return int(x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp())
+
+    for path in (pki.lifeguard.cert, pki.ca.path):  # client_tls_cert_file; client_tls_ca_file and sslrootcert
+        assert metrics.value("lifeguard_tls_certificate_expiry_timestamp_seconds", file=str(path)) == not_after(path)
+    promtool_check(target.process.get("/metrics").body)
