@@ -60,21 +60,25 @@ struct LifeguardServer {
         )
         state.attach(exporter)
         Self.warnAboutCertificates(self.configuration, logger: logger)
+        // Trapped before anything answers, so that a signal sent once /healthz answers is always handled.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit)
+        let trigger = ShutdownTrigger()
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    // First, so that it stops last; started by the group, after SIGTERM/SIGINT are trapped, so that a
-                    // signal sent once /healthz answers is always a graceful shutdown.
+                    // First, so that they stop last: signals are heard (a second one escalates) and /metrics answers
+                    // while the proxy drains.
+                    .init(service: SignalHandler(signals: signals, proxy: proxy, trigger: trigger, logger: logger)),
                     .init(service: ExporterService(exporter: exporter, logger: logger)),
                     .init(service: UpstreamProbe(state: state, logger: logger)),
                     .init(service: ConfigurationReloader(state: state, logger: logger)),
                     // Last, so that it is the first to shut down.
                     .init(service: ProxyService(proxy: proxy, state: state, logger: logger)),
                 ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
         )
+        trigger.group.withLock { $0 = group }
         do {
             try await group.run()
         } catch let error as MetricsServerError {
@@ -298,6 +302,39 @@ struct ConfigurationReloader: Service {
     }
 }
 
+/// The group, for the signal handler that starts its graceful shutdown (it is made after its services).
+final class ShutdownTrigger: Sendable {
+    let group = Mutex<ServiceGroup?>(nil)
+}
+
+/// PgBouncer's shutdown signals (1.23 and later): SIGINT waits for server connections to be released (idle clients
+/// are closed at once, the others when their transaction ends), SIGTERM waits for clients to leave, both for up to
+/// `drain_timeout`; SIGQUIT, or a second SIGINT or SIGTERM, closes everything at once. `/metrics` answers until the
+/// process exits.
+struct SignalHandler: Service {
+    let signals: UnixSignalsSequence
+    let proxy: ProxyServer
+    let trigger: ShutdownTrigger
+    let logger: Logger
+
+    func run() async throws {
+        for await signal in self.signals.cancelOnGracefulShutdown() {
+            let mode: ProxyServer.ShutdownMode =
+                switch signal {
+                case .sigterm: .waitForClients
+                case .sigint: .waitForServers
+                default: .immediate
+                }
+            guard self.proxy.requestShutdown(mode) else {
+                self.logger.notice("\(signal) during shutdown: closing every connection now")
+                continue
+            }
+            self.logger.info("\(signal): shutting down", metadata: ["mode": "\(mode)"])
+            await self.trigger.group.withLock { $0 }?.triggerGracefulShutdown()
+        }
+    }
+}
+
 /// The proxy as a service: serves, with its pools' background work running in this service's task group, until
 /// graceful shutdown; then drains clients for up to `drain_timeout` and closes the pools, which ends that work.
 /// (The proxy binds before the group starts, so that a port in use fails start-up before /healthz answers.)
@@ -311,11 +348,14 @@ struct ProxyService: Service {
             group.addTask { await self.proxy.run() }
             try? await gracefulShutdown()
             let drainTimeout = self.state.configuration.drainTimeout
+            let mode = self.proxy.requestedShutdown ?? .waitForServers
             self.logger.info(
                 "draining clients",
-                metadata: ["clients": "\(self.proxy.clientCount)", "drain_timeout": "\(drainTimeout)"]
+                metadata: [
+                    "clients": "\(self.proxy.clientCount)", "drain_timeout": "\(drainTimeout)", "mode": "\(mode)",
+                ]
             )
-            await self.proxy.shutdown(drainTimeout: drainTimeout)
+            await self.proxy.shutdown(mode: mode, drainTimeout: drainTimeout)
         }
         self.logger.info("proxy stopped")
     }

@@ -99,6 +99,11 @@ final class ClientRegistry: Sendable {
         self.metrics.clientConnectionChanged(from: activity, to: nil)
     }
 
+    /// Stops registering new connections; the open ones stay as they are.
+    func stopRegistering() {
+        self.state.withLock { $0.draining = true }
+    }
+
     /// Stops registering and asks every client to drain (or to terminate).
     func broadcast(_ event: ClientDrainEvent) {
         let channels = self.state.withLock { state in

@@ -15,11 +15,12 @@ import Upstream
 ///
 /// Lifecycle: ``start()`` binds; ``run()`` runs the pools' background work (connects, pings, timers) and must run
 /// while the proxy serves; ``apply(_:)`` puts a reloaded configuration in force without dropping clients;
-/// ``shutdown(drainTimeout:)`` stops accepting, closes idle clients, lets transactions finish, then closes the rest
+/// ``shutdown(mode:drainTimeout:)`` stops accepting, closes idle clients, lets transactions finish, then closes the rest
 /// and the pools, after which ``run()`` returns.
 public final class ProxyServer: Sendable {
     let context: ProxyContext
     private let serverChannel = Mutex<(any Channel)?>(nil)
+    private let shutdownRequest = Mutex<ShutdownMode?>(nil)
     /// The Unix-socket listener and its path, removed at shutdown.
     private let unixChannel = Mutex<(channel: any Channel, path: String)?>(nil)
     private let ownsGroup: Bool
@@ -135,7 +136,7 @@ public final class ProxyServer: Sendable {
     }
 
     /// Runs every pool's ``ConnectionPool/run()`` in one task group, pools created later (by a client, a reload)
-    /// included. Returns once ``shutdown(drainTimeout:)`` has shut the pools down; cancelled, it stops the pools at
+    /// included. Returns once ``shutdown(mode:drainTimeout:)`` has shut the pools down; cancelled, it stops the pools at
     /// once. In both cases nothing of the pools is left running.
     public func run() async {
         await withDiscardingTaskGroup { group in
@@ -162,18 +163,52 @@ public final class ProxyServer: Sendable {
     /// Client connections open now.
     public var clientCount: Int { self.context.clients.count }
 
-    /// Stops accepting; idle clients get FATAL 57P01 at once, clients in a transaction (or holding a session) may
-    /// finish up to `drainTimeout`, then everything is closed and the pools are shut down.
-    public func shutdown(drainTimeout: Duration) async {
+    /// How a shutdown treats the clients still connected (PgBouncer's signals and `SHUTDOWN` variants).
+    public enum ShutdownMode: Sendable, Equatable {
+        /// Idle clients are closed at once, the others when their transaction (or session) ends: SIGINT.
+        case waitForServers
+        /// Clients may stay until they leave: SIGTERM (`SHUTDOWN WAIT_FOR_CLIENTS`).
+        case waitForClients
+        /// Everyone is closed now: SIGQUIT, or a second SIGINT/SIGTERM.
+        case immediate
+    }
+
+    /// Records why the proxy is to shut down; the first request sets the mode, any later one makes a shutdown in
+    /// progress immediate. Returns whether this was the first request.
+    @discardableResult
+    public func requestShutdown(_ mode: ShutdownMode) -> Bool {
+        self.shutdownRequest.withLock { request in
+            guard request == nil else {
+                request = .immediate
+                return false
+            }
+            request = mode
+            return true
+        }
+    }
+
+    /// The mode the first ``requestShutdown(_:)`` asked for, if any.
+    public var requestedShutdown: ShutdownMode? { self.shutdownRequest.withLock { $0 } }
+
+    /// Stops accepting, lets clients finish as `mode` says for up to `drainTimeout` (or until a second request makes
+    /// it immediate), then closes everything and shuts the pools down.
+    public func shutdown(mode: ShutdownMode = .waitForServers, drainTimeout: Duration) async {
+        self.shutdownRequest.withLock { if $0 == nil { $0 = mode } }
         let channel = self.serverChannel.withLock { $0 }
         try? await channel?.close()
         if let (unix, path) = self.unixChannel.withLock({ $0 }) {
             try? await unix.close()
             unlink(path)
         }
-        self.context.clients.broadcast(.drain)
+        switch mode {
+        case .waitForServers: self.context.clients.broadcast(.drain)
+        case .waitForClients: self.context.clients.stopRegistering()
+        case .immediate: break
+        }
         let deadline = ContinuousClock.now + drainTimeout
-        while self.context.clients.count > 0 && ContinuousClock.now < deadline {
+        while self.context.clients.count > 0 && ContinuousClock.now < deadline
+            && self.shutdownRequest.withLock({ $0 }) != .immediate
+        {
             try? await Task.sleep(for: .milliseconds(50))
         }
         if self.context.clients.count > 0 {

@@ -3,7 +3,7 @@
 - `postgres`: one throwaway PostgreSQL 15 for the session (127.0.0.1, trust auth, database `appdb` owned by role
   `app`); `.stop()`/`.start()` or `with postgres.outage():` for outage tests; always removed at the end.
 - `lifeguard`: a factory that starts `$LIFEGUARD_BIN run` on free 127.0.0.1 ports and waits for /healthz;
-  `.run(...)` runs one-shot commands. Every process is stopped with SIGTERM at the end of the test (SIGKILL if it
+  `.run(...)` runs one-shot commands. Every process is stopped with SIGINT at the end of the test (SIGKILL if it
   hangs, which fails the test, as does a crash).
 - `free_port`: a function returning a free 127.0.0.1 port below 32768.
 - `pooler`: a factory that starts the pooler under test for the proxy suites (targets.py): Lifeguard with the given

@@ -513,9 +513,12 @@ class LifeguardProcess:
             return None
 
     def stop(self, grace: float = 15) -> int:
-        """SIGTERM, then SIGKILL after grace seconds (self.killed says so). Returns the exit code."""
+        """SIGINT (PgBouncer's safe shutdown: idle clients are closed at once, the rest as their transactions end),
+        then SIGKILL after grace seconds (self.killed says so). Returns the exit code. SIGINT rather than SIGTERM,
+        which waits for clients to leave by themselves: a test that ends with a client still connected is stopped
+        without waiting for drain_timeout."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT)
             if self.wait_exit(grace) is None:
                 self.killed = True
                 self.proc.kill()
@@ -523,10 +526,10 @@ class LifeguardProcess:
         return self.proc.returncode
 
     def problems(self) -> list[str]:
-        """What went wrong with the process itself, whatever the test checked: hanging on SIGTERM, crashing."""
+        """What went wrong with the process itself, whatever the test checked: hanging on SIGINT, crashing."""
         found = []
         if self.killed:
-            found.append(f"lifeguard (pid {self.pid}) ignored SIGTERM and was killed")
+            found.append(f"lifeguard (pid {self.pid}) ignored SIGINT and was killed")
         code = self.proc.returncode
         if code is not None and code < 0 and -code in {int(s) for s in _CRASH_SIGNALS}:
             found.append(f"lifeguard (pid {self.pid}) crashed with signal {signal.Signals(-code).name}")

@@ -112,7 +112,7 @@ def test_promtool_is_installed_and_lints(promtool_check):
     assert promtool_check("# TYPE x counter\nx 0\n").returncode != 0
 
 
-# A stand-in with lifeguard's command line, to check the process fixture itself (ports, waiting, logs, SIGTERM,
+# A stand-in with lifeguard's command line, to check the process fixture itself (ports, waiting, logs, SIGINT,
 # killing a hung process); the real binary is tested by the other files.
 FAKE_LIFEGUARD = textwrap.dedent(
     """\
@@ -121,9 +121,9 @@ FAKE_LIFEGUARD = textwrap.dedent(
     assert args[0] == "run", args
     host, port = args[args.index("--metrics-listen") + 1].rsplit(":", 1)
     if os.environ.get("FAKE_IGNORE_TERM"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     else:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200 if self.path == "/healthz" else 404)
@@ -160,14 +160,14 @@ def test_launcher_starts_waits_captures_and_stops(fake_binary, tmp_path, monkeyp
     assert launcher.close() == []
 
 
-def test_launcher_kills_a_process_that_ignores_sigterm(fake_binary, tmp_path):
+def test_launcher_kills_a_process_that_ignores_sigint(fake_binary, tmp_path):
     launcher = harness.LifeguardLauncher(fake_binary, tmp_path)
     process = launcher(env={"FAKE_IGNORE_TERM": "1"})
     started = time.monotonic()
     code = process.stop(grace=1)
     assert time.monotonic() - started < 10
     assert code == -signal.SIGKILL
-    assert any("ignored SIGTERM" in p for p in launcher.close())
+    assert any("ignored SIGINT" in p for p in launcher.close())
 
 
 def test_launcher_reports_early_exit(tmp_path):

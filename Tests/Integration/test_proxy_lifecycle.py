@@ -1,5 +1,6 @@
 """Graceful lifecycle: SIGTERM stops accepting, lets the transaction in flight finish (its
-COMMIT succeeds) and exits 0; past --drain-timeout it closes anyway, rolled back, still exit 0. SIGHUP reloads
+COMMIT succeeds) and waits for clients to leave, then exits 0; past --drain-timeout it closes anyway, rolled back,
+still exit 0. SIGINT closes idle clients at once; SIGQUIT or a second signal exits at once. SIGHUP reloads
 pool sizes without dropping clients; a broken file keeps the old configuration and sets
 lifeguard_config_last_reload_successful to 0."""
 
@@ -182,3 +183,63 @@ def test_sigterm_while_clients_wait_for_a_connection(pooler, postgres):
         t.join(15)
     assert len(outcomes) == 3, f"waiting clients hung: {outcomes}"
     assert exit_code(target, 10) == 0, target.describe()
+
+
+# PgBouncer's signals (1.23 and later): SIGTERM waits for clients to leave, SIGINT for server connections to be
+# released, SIGQUIT or a second signal exits at once.
+
+
+def test_sigterm_waits_for_an_idle_client_to_leave(pooler, postgres):
+    targets.require_lifeguard("PgBouncer 1.23's SIGTERM (Debian's 1.18 differs)")
+    target = pooler(mode="transaction", pool_size=2, extra=["--drain-timeout", "20s"])
+    conn = target.connect()
+    try:
+        target.signal(signal.SIGTERM)
+        harness.wait_until(lambda: new_client_refused(target, "app"), 5, what="new clients refused")
+        # The connected client keeps working, in transactions too, until it leaves.
+        time.sleep(0.5)
+        assert conn.execute("select 'still served'").fetchone() == ("still served",)
+        with conn.transaction():
+            assert conn.execute("select 2").fetchone() == (2,)
+        assert target.alive(), "SIGTERM did not wait for the client"
+        assert target.metrics().value("lifeguard_pool_size", database="appdb", user="app") == 2, \
+            "/metrics stops answering during the shutdown"
+    finally:
+        conn.close()
+    started = time.monotonic()
+    assert exit_code(target, 10) == 0, target.describe()
+    assert time.monotonic() - started < 5
+
+
+def test_sigint_closes_idle_clients_at_once(pooler):
+    targets.require_lifeguard("PgBouncer 1.23's SIGINT")
+    target = pooler(mode="transaction", pool_size=2, extra=["--drain-timeout", "20s"])
+    conn = target.connect()
+    try:
+        target.signal(signal.SIGINT)
+        assert exit_code(target, 10) == 0, target.describe()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+                                     (signal.SIGQUIT,)], ids=["term-term", "term-int", "quit"])
+def test_sigquit_or_a_second_signal_exits_at_once(pooler, signals):
+    targets.require_lifeguard("PgBouncer 1.23's signals")
+    target = pooler(mode="session", pool_size=2, extra=["--drain-timeout", "30s"])
+    conn = target.connect()
+    try:
+        conn.execute("BEGIN")
+        conn.execute("select 1")
+        started = time.monotonic()
+        for sig in signals:
+            target.signal(sig)
+            time.sleep(0.3)
+        assert exit_code(target, 10) == 0, target.describe()
+        assert time.monotonic() - started < 6, "did not exit at once"
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+    finally:
+        conn.close()
