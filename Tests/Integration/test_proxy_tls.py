@@ -165,10 +165,11 @@ def client_tls_flags(pki: certs.TestPKI, sslmode: str = "require", ca: bool = Fa
 
 
 def tls_both_sides(tls_pooler, tls_postgres, pki, mode: str = "transaction", sslmode: str = "require",
-                   **kwargs) -> targets.Target:
+                   extra_flags: list[str] = (), **kwargs) -> targets.Target:
     return tls_pooler(mode=mode, pool_size=3,
                       upstream=upstream(tls_postgres, sslmode="verify-full", sslrootcert=pki.ca.path),
-                      extra=client_tls_flags(pki, sslmode, ca=sslmode.startswith("verify")), **kwargs)
+                      extra=client_tls_flags(pki, sslmode, ca=sslmode.startswith("verify")) + list(extra_flags),
+                      **kwargs)
 
 
 def psql(target: targets.Target, sql: str, **params: str) -> subprocess.CompletedProcess:
@@ -217,18 +218,20 @@ def test_asyncpg_over_tls(tls_pooler, tls_postgres, pki, mode):
     asyncio.run(run())
 
 
-def test_pgbench_over_tls(tls_pooler, tls_postgres, pki):
-    target = tls_both_sides(tls_pooler, tls_postgres, pki, "transaction")
+@pytest.mark.parametrize("mode", MODES)
+def test_pgbench_over_tls(tls_pooler, tls_postgres, pki, mode):
+    target = tls_both_sides(tls_pooler, tls_postgres, pki, mode)
     env = harness.clean_env({"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(pki.ca.path)})
     init = subprocess.run([str(harness.PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", tls_postgres.host, "-p",
                            str(tls_postgres.port), "-U", "app", "appdb"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert init.returncode == 0, init.stderr
-    r = subprocess.run([str(harness.PG_BIN / "pgbench"), "-n", "-S", "-c", "8", "-j", "2", "-t", "50", "-h",
+    clients = 3 if mode == "session" else 8  # session mode holds a server connection per client (pool_size 3)
+    r = subprocess.run([str(harness.PG_BIN / "pgbench"), "-n", "-S", "-c", str(clients), "-j", "2", "-t", "50", "-h",
                         target.host, "-p", str(target.port), "-U", "app", "appdb"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "number of transactions actually processed: 400/400" in r.stdout, r.stdout
+    assert f"number of transactions actually processed: {clients * 50}/{clients * 50}" in r.stdout, r.stdout
 
 
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
@@ -252,14 +255,15 @@ public class JdbcTlsProbe {
 """
 
 
-def test_jdbc_over_tls_with_verify_full(tls_pooler, tls_postgres, pki, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_jdbc_over_tls_with_verify_full(tls_pooler, tls_postgres, pki, tmp_path, mode):
     javac = shutil.which("javac")
     if javac is None or not JDBC_JAR.exists():
         pytest.fail("javac or /usr/share/java/postgresql.jar missing: scripts/test installs them", pytrace=False)
     (tmp_path / "JdbcTlsProbe.java").write_text(JDBC_TLS_PROBE)
     subprocess.run([javac, "-cp", str(JDBC_JAR), "-d", str(tmp_path), str(tmp_path / "JdbcTlsProbe.java")],
                    check=True, capture_output=True, timeout=120)
-    target = tls_both_sides(tls_pooler, tls_postgres, pki, "transaction")
+    target = tls_both_sides(tls_pooler, tls_postgres, pki, mode)
     url = (f"jdbc:postgresql://localhost:{target.port}/appdb?user=app&sslmode=verify-full"
            f"&sslrootcert={pki.ca.path}&prepareThreshold=0")
     r = subprocess.run(["java", "-cp", f"{tmp_path}:{JDBC_JAR}", "JdbcTlsProbe", url], capture_output=True,
@@ -450,3 +454,24 @@ def test_every_certificate_file_has_its_expiry_exported(tls_pooler, tls_postgres
     for path in (pki.lifeguard.cert, pki.ca.path):  # client_tls_cert_file; client_tls_ca_file and sslrootcert
         assert metrics.value("lifeguard_tls_certificate_expiry_timestamp_seconds", file=str(path)) == not_after(path)
     promtool_check(target.process.get("/metrics").body)
+
+
+def test_client_tls_protocols_limits_the_versions_offered(tls_pooler, tls_postgres, pki):
+    import socket
+    import ssl
+    import struct
+
+    target = tls_both_sides(tls_pooler, tls_postgres, pki, extra_flags=["--client-tls-protocols", "tlsv1.3"])
+
+    def handshake(maximum: ssl.TLSVersion) -> str:
+        context = ssl.create_default_context(cafile=str(pki.ca.path))
+        context.maximum_version = maximum
+        with socket.create_connection((target.host, target.port), timeout=5) as raw:
+            raw.sendall(struct.pack("!ii", 8, 80877103))
+            assert raw.recv(1) == b"S"
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                return sock.version()
+
+    assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        handshake(ssl.TLSVersion.TLSv1_2)
