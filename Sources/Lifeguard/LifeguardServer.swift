@@ -162,7 +162,11 @@ final class ServerState: Sendable {
     /// Ready when every upstream answered its last probe. The reason names the upstream and what libpq saw, never
     /// a password: it is served over HTTP.
     var readiness: Readiness {
-        self.state.withLock { state in
+        // A pooler that is shutting down takes no new clients: it is the first thing an orchestrator should know.
+        if let mode = self.state.withLock({ $0.proxy })?.requestedShutdown {
+            return .notReady(reason: "shutting down (\(mode))")
+        }
+        return self.state.withLock { state in
             let upstreams = state.configuration.upstreams
             var problems: [String] = []
             for upstream in upstreams {

@@ -204,6 +204,9 @@ def test_sigterm_waits_for_an_idle_client_to_leave(pooler, postgres):
         assert target.alive(), "SIGTERM did not wait for the client"
         assert target.metrics().value("lifeguard_pool_size", database="appdb", user="app") == 2, \
             "/metrics stops answering during the shutdown"
+        ready = target.process.get("/readyz")
+        assert ready.status == 503 and "shutting down" in ready.body, (ready.status, ready.body)
+        assert target.healthz() == 200
     finally:
         conn.close()
     started = time.monotonic()
