@@ -44,10 +44,10 @@ lifeguard_binary() {
     fi
 }
 
-# bench_pg_start [EXTRA_CONF]: a throwaway PostgreSQL (common.sh's pg_start) restarted with max_connections (and
-# the lines of EXTRA_CONF added to postgresql.conf), and pgbench tables in PG_DB.
+# A throwaway PostgreSQL (common.sh's pg_start) restarted with max_connections (and the lines of PG_EXTRA_CONF
+# added to postgresql.conf), and pgbench tables in PG_DB.
 bench_pg_start() {
-    local extra_conf=${1:-}
+    local extra_conf=${PG_EXTRA_CONF:-}
     pg_start
     _pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w -t 30 -s -m fast stop >/dev/null
     _pg_as_owner sh -c "printf 'max_connections = %s\nshared_buffers = 128MB\n' '$PG_MAX_CONNECTIONS' \
