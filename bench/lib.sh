@@ -44,12 +44,18 @@ lifeguard_binary() {
     fi
 }
 
-# A throwaway PostgreSQL (common.sh's pg_start) restarted with max_connections, and pgbench tables in PG_DB.
+# A throwaway PostgreSQL (common.sh's pg_start) restarted with max_connections (and the lines of PG_EXTRA_CONF
+# added to postgresql.conf), and pgbench tables in PG_DB.
 bench_pg_start() {
+    local extra_conf=${PG_EXTRA_CONF:-}
     pg_start
     _pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w -t 30 -s -m fast stop >/dev/null
     _pg_as_owner sh -c "printf 'max_connections = %s\nshared_buffers = 128MB\n' '$PG_MAX_CONNECTIONS' \
         >> '$PG_DIR/data/postgresql.conf'"
+    if [[ -n $extra_conf ]]; then
+        # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+        _pg_as_owner sh -c 'printf "%s\n" "$1" >> "$2"' sh "$extra_conf" "$PG_DIR/data/postgresql.conf"
+    fi
     pg_ctl_start || {
         tail -n 20 "$PG_DIR/postgres.log" >&2
         die "PostgreSQL did not restart with max_connections=$PG_MAX_CONNECTIONS"
@@ -62,6 +68,53 @@ bench_pg_start() {
     }
 }
 
+# pg_cleanup_dir DIR: common.sh's pg_cleanup for a server other than the one PG_DIR names (a second instance).
+pg_cleanup_dir() {
+    local PG_DIR=$1
+    pg_cleanup
+}
+
+# bench_tls_certs: a throwaway CA and a server certificate it signed (subjectAltName DNS:localhost and
+# IP:127.0.0.1, valid for 2 days) made with openssl in a temporary directory that the EXIT trap removes; PostgreSQL,
+# PgBouncer and Lifeguard all present that one certificate. TLS_KEY_TYPE picks the keys: rsa (2048 bits, the
+# default) or ec (P-256). The files belong to `postgres` when we are root (PostgreSQL and PgBouncer run as it and
+# PostgreSQL wants its key private to its owner). Sets TLS_DIR TLS_CA TLS_CERT TLS_KEY.
+bench_tls_certs() {
+    local key_type=${TLS_KEY_TYPE:-rsa} usage=digitalSignature
+    local -a newkey
+    case $key_type in
+    rsa) newkey=(-newkey rsa:2048) usage="digitalSignature, keyEncipherment" ;;
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    *) die "TLS_KEY_TYPE must be rsa or ec, got '$key_type'" ;;
+    esac
+    command -v openssl >/dev/null 2>&1 || apt_install_missing openssl
+    TLS_DIR="$(mktemp -d -t lifeguard-bench-tls.XXXXXX)"
+    on_exit "rm -rf '$TLS_DIR'"
+    TLS_CA="$TLS_DIR/ca.crt" TLS_CERT="$TLS_DIR/server.crt" TLS_KEY="$TLS_DIR/server.key"
+    {
+        openssl req -x509 -new -nodes "${newkey[@]}" -sha256 -days 2 -subj "/CN=Lifeguard bench CA" \
+            -keyout "$TLS_DIR/ca.key" -out "$TLS_CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+            openssl req -new -nodes "${newkey[@]}" -subj "/CN=localhost" \
+                -keyout "$TLS_KEY" -out "$TLS_DIR/server.csr" &&
+            openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_CA" -CAkey "$TLS_DIR/ca.key" -CAcreateserial \
+                -sha256 -days 2 -out "$TLS_CERT" -extfile <(printf '%s\n' \
+                    "subjectAltName = DNS:localhost, IP:127.0.0.1" "basicConstraints = critical, CA:FALSE" \
+                    "keyUsage = critical, $usage" "extendedKeyUsage = serverAuth" \
+                    "subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid")
+    } >"$TLS_DIR/openssl.log" 2>&1 || {
+        cat "$TLS_DIR/openssl.log" >&2
+        die "openssl could not make the bench's certificates"
+    }
+    openssl verify -CAfile "$TLS_CA" "$TLS_CERT" >/dev/null || die "the bench's server certificate does not verify"
+    rm -f "$TLS_DIR/ca.key" "$TLS_DIR/server.csr" "$TLS_DIR/ca.srl"
+    chmod 600 "$TLS_KEY"
+    chmod 644 "$TLS_CA" "$TLS_CERT"
+    chmod 755 "$TLS_DIR"
+    [[ $EUID -eq 0 ]] && chown -R postgres: "$TLS_DIR"
+    log "TLS: throwaway CA and server certificate ($key_type) in $TLS_DIR"
+}
+
 # A second free port that differs from the ones given.
 other_free_port() {
     local port
@@ -72,7 +125,8 @@ other_free_port() {
 
 # bench_pgbouncer_start [MAX_CLIENT_CONN]: PgBouncer in transaction mode with pool POOL_SIZE in a temporary
 # directory, as `postgres` when we are root (PgBouncer refuses to run as root). Trust authentication on both sides:
-# the userlist names PG_USER without a password. Sets PGB_PORT PGB_PID PGB_DIR.
+# the userlist names PG_USER without a password. PGB_EXTRA_CONF: more lines for its [pgbouncer] section (TLS).
+# Sets PGB_PORT PGB_PID PGB_DIR.
 bench_pgbouncer_start() {
     local max_client_conn=${1:-$MAX_CLIENT_CONN}
     PGB_DIR="$(mktemp -d -t lifeguard-bench-pgb.XXXXXX)"
@@ -95,6 +149,7 @@ reserve_pool_size = 0
 max_client_conn = $max_client_conn
 logfile = $PGB_DIR/pgbouncer.log
 pidfile = $PGB_DIR/pgbouncer.pid
+${PGB_EXTRA_CONF:-}
 EOF
     [[ $EUID -eq 0 ]] && chown -R postgres: "$PGB_DIR"
     # Not -d: the script keeps the process as its child, so it knows the pid and the trap can stop it. runuser's PAM

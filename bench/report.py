@@ -5,6 +5,7 @@
                                        (tab-separated) from its stdout, stderr and --log files
     report.py run-table RESULTS.tsv    the Markdown table of bench/run from its per-round records
     report.py errors RESULTS.tsv       the distinct error lines pgbench printed, per workload and target
+    report.py tls-table RESULTS.tsv    each tls-X workload of bench/run against X: TLS/plain TPS and p99 per target
     report.py scrape LATENCIES...      "count p50_ms p99_ms max_ms" of scrape latencies (one number in s per line)
     report.py scrape-table RESULTS.tsv the Markdown table of bench/scrape-cost
 """
@@ -169,6 +170,58 @@ def run_table(path):
             first = False
 
 
+def tls_table(path):
+    """Each tls-X workload against its plain twin X in the same run, per target: median TPS and p99, TLS/plain."""
+    by = defaultdict(list)
+    order = []
+    for record in read_records(path):
+        by[(record["workload"], record["target"])].append(record)
+        if record["workload"].startswith("tls-") and record["workload"] not in order:
+            order.append(record["workload"])
+    if not order:
+        print("No tls-* workload ran.")
+        return
+
+    def medians(workload, target):
+        rows = by.get((workload, target), [])
+        if not rows:
+            return None, None
+        return median([as_float(r["tps"]) for r in rows]), median([as_float(r["p99_ms"]) for r in rows])
+
+    print(
+        "| workload | target | plain TPS | TLS TPS | TLS/plain TPS | plain p99 ms | TLS p99 ms | TLS/plain p99 "
+        "| TLS: LG/PgB TPS | TLS: LG/direct TPS |"
+    )
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for workload in order:
+        plain = workload[len("tls-"):]
+        lg_tps, _ = medians(workload, "lifeguard")
+        pgb_tps, _ = medians(workload, "pgbouncer")
+        direct_tps, _ = medians(workload, "direct")
+        first = True
+        for target in TARGETS:
+            tls_tps, tls_p99 = medians(workload, target)
+            if tls_tps is None and tls_p99 is None:
+                continue
+            plain_tps, plain_p99 = medians(plain, target)
+            cells = [
+                f"{workload} vs {plain}" if first else "",
+                target,
+                fmt(plain_tps),
+                fmt(tls_tps),
+                ratio(tls_tps, plain_tps),
+                fmt(plain_p99, 2),
+                fmt(tls_p99, 2),
+                ratio(tls_p99, plain_p99),
+            ]
+            if first:
+                cells += [ratio(lg_tps, pgb_tps), ratio(lg_tps, direct_tps) if direct_tps else "n/a"]
+            else:
+                cells += ["", ""]
+            print("| " + " | ".join(cells) + " |")
+            first = False
+
+
 def errors(path):
     records = read_records(path)
     seen = OrderedDict()
@@ -248,6 +301,8 @@ def main(argv):
         run_table(args[0])
     elif command == "errors" and len(args) == 1:
         errors(args[0])
+    elif command == "tls-table" and len(args) == 1:
+        tls_table(args[0])
     elif command == "scrape":
         scrape_stats(args)
     elif command == "scrape-table" and len(args) == 1:
