@@ -70,6 +70,7 @@ struct LifeguardServer {
                 logger: logger
             )
         )
+        proxy.setConsoleHooks(Self.consoleHooks(state: state, group: group, logger: logger))
         do {
             try await group.run()
         } catch let error as MetricsServerError {
