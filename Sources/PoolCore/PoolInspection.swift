@@ -21,7 +21,8 @@ public struct PoolInspection: Sendable, Equatable {
         /// When it was last handed out or became idle; nil while connecting or pinging.
         public var since: ContinuousClock.Instant?
 
-        public init(id: ConnectionID, state: State, openedAt: ContinuousClock.Instant, since: ContinuousClock.Instant?) {
+        public init(id: ConnectionID, state: State, openedAt: ContinuousClock.Instant, since: ContinuousClock.Instant?)
+        {
             self.id = id
             self.state = state
             self.openedAt = openedAt
