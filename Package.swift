@@ -103,11 +103,18 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The PgBouncer-compatible admin console (database `pgbouncer`): its command parser, the SHOW tables and their
+        // encoding, computed from a snapshot the proxy gathers. No I/O.
+        .target(
+            name: "AdminConsole",
+            dependencies: ["PGWire", "PoolCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // The wire-protocol proxy: thin SwiftNIO handlers that feed ProxyCore and run its actions.
         .target(
             name: "Proxy",
             dependencies: [
                 "PGWire", "ProxyCore", "ConnectionPool", "PoolCore", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                "AdminConsole",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -122,6 +129,7 @@ let package = Package(
             dependencies: [
                 "PoolCore", "ConnectionPool", "LifeguardMetrics", "Exporter", "Upstream", "LifeguardConfig", "Proxy",
                 "WebConfig",
+                "AdminConsole",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -153,7 +161,8 @@ let package = Package(
         .testTarget(
             name: "ProxyTests",
             dependencies: [
-                "Proxy", "ProxyCore", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig", "Upstream",
+                "Proxy", "ProxyCore", "PGWire", "PoolCore", "ConnectionPool", "LifeguardMetrics", "LifeguardConfig",
+                "Upstream",
                 "PostgresTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -162,6 +171,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PoolCoreTests", dependencies: ["PoolCore"]),
+        .testTarget(
+            name: "AdminConsoleTests",
+            dependencies: ["AdminConsole", "PoolCore", "PGWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(
             name: "ConnectionPoolTests",
             dependencies: ["ConnectionPool", "PoolCore", "ConnectionPoolTestSupport"]

@@ -173,6 +173,12 @@ where Clock.Instant == ContinuousClock.Instant {
     @inlinable
     public var stats: PoolStats { self.state.withLock { $0.machine.stats } }
 
+    /// The pool's connections and waiters now, and the connections themselves, under the pool's lock (for the admin
+    /// console).
+    public func inspect() -> (PoolInspection, [ConnectionID: Connection]) {
+        self.state.withLock { ($0.machine.inspect(), $0.connections) }
+    }
+
     /// The settings in force (normalized).
     @inlinable
     public var configuration: PoolConfiguration { self.state.withLock { $0.machine.configuration } }

@@ -185,6 +185,22 @@ extension Command {
         )
         var authDbname: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Users who may run every admin console command (database pgbouncer; default none).",
+                valueName: "USERS"
+            )
+        )
+        var adminUsers: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Users who may run the admin console's SHOW commands (default none).",
+                valueName: "USERS"
+            )
+        )
+        var statsUsers: String?
+
         /// What to load: the file (`file` overrides `--config`), this process's environment, and the flags given.
         func sources(file: String? = nil) -> ConfigurationSources {
             var flags: [Setting: String] = [:]
@@ -203,6 +219,7 @@ extension Command {
                 (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),
                 (.clientTLSCiphers, self.clientTLSCiphers), (.unixSocketDir, self.unixSocketDir),
                 (.unixSocketMode, self.unixSocketMode), (.unixSocketGroup, self.unixSocketGroup),
+                (.adminUsers, self.adminUsers), (.statsUsers, self.statsUsers),
             ]
             for case (let setting, let value?) in values { flags[setting] = value }
             return ConfigurationSources(

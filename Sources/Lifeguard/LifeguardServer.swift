@@ -79,6 +79,7 @@ struct LifeguardServer {
             )
         )
         trigger.group.withLock { $0 = group }
+        proxy.setConsoleHooks(Self.consoleHooks(state: state, group: group, logger: logger))
         do {
             try await group.run()
         } catch let error as MetricsServerError {

@@ -310,6 +310,14 @@ private struct ConfigurationLoader {
             outcome = ValueParser.string(raw, what: "a database name, or \"\" for the client's own").map {
                 self.configuration.authDbname = $0.isEmpty ? nil : $0
             }
+        case .adminUsers:
+            outcome = ValueParser.string(raw, what: "comma-separated user names").map {
+                self.configuration.adminUsers = ValueParser.userList($0)
+            }
+        case .statsUsers:
+            outcome = ValueParser.string(raw, what: "comma-separated user names").map {
+                self.configuration.statsUsers = ValueParser.userList($0)
+            }
         }
         switch outcome {
         case .success:

@@ -39,6 +39,14 @@ extension LifeguardConfiguration {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Every setting's value as `check-config` shows it (passwords masked), without TOML's quotes; nil when unset.
+    /// For the admin console's `SHOW CONFIG`.
+    public func shownValue(of setting: Setting) -> String? {
+        guard let value = self.renderedValue(of: setting) else { return nil }
+        guard value.hasPrefix("\""), value.hasSuffix("\""), value.count >= 2 else { return value }
+        return String(value.dropFirst().dropLast()).replacing("\\\"", with: "\"").replacing("\\\\", with: "\\")
+    }
+
     private func renderedValue(of setting: Setting) -> String? {
         switch setting {
         case .listen: Self.string(self.listen.description)
@@ -74,6 +82,8 @@ extension LifeguardConfiguration {
         case .authUser: self.authUser.map { Self.string($0) }
         case .authQuery: Self.string(self.authQuery)
         case .authDbname: self.authDbname.map { Self.string($0) }
+        case .adminUsers: Self.string(self.adminUsers.joined(separator: ","))
+        case .statsUsers: Self.string(self.statsUsers.joined(separator: ","))
         }
     }
 

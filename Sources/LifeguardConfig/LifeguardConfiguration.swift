@@ -68,6 +68,10 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var authQuery: String
     /// The database ``authQuery`` runs in, as a client would name it; nil = the client's own database (default).
     public var authDbname: String?
+    /// Users who may run every command of the admin console (the virtual database `pgbouncer`); empty by default.
+    public var adminUsers: [String]
+    /// Users who may run the admin console's `SHOW` commands only; empty by default.
+    public var statsUsers: [String]
     /// `[databases.NAME]` entries, sorted by name, with every pool setting resolved.
     public var databases: [DatabaseConfiguration]
     /// Where each value came from, warnings, and how to load it again. Not part of `==`.
@@ -102,6 +106,8 @@ public struct LifeguardConfiguration: Sendable, Equatable {
         authUser: nil,
         authQuery: defaultAuthQuery,
         authDbname: nil,
+        adminUsers: [],
+        statsUsers: [],
         databases: [],
         provenance: Provenance()
     )

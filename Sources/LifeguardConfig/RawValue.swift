@@ -219,6 +219,12 @@ enum ValueParser {
         return .success(text)
     }
 
+    /// A comma-separated list of user names, as PgBouncer's `admin_users`: spaces around names are dropped, and so are
+    /// empty entries.
+    static func userList(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+    }
+
     /// A connection string libpq accepts, whose port (if given) is a real port. Never echoes the string.
     static func connectionString(_ raw: RawValue) -> Result<ConnInfo, Rejection> {
         guard case .string(let text) = raw else {

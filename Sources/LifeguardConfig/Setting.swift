@@ -33,6 +33,8 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case authUser = "auth_user"
     case authQuery = "auth_query"
     case authDbname = "auth_dbname"
+    case adminUsers = "admin_users"
+    case statsUsers = "stats_users"
 
     /// The TOML key, `pool_size`.
     public var key: String { self.rawValue }

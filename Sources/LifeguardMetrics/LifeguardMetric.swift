@@ -16,6 +16,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
     case poolCheckedOut = "lifeguard_pool_checked_out"
     case poolOverflow = "lifeguard_pool_overflow"
     case poolWaitingClients = "lifeguard_pool_waiting_clients"
+    case poolPaused = "lifeguard_pool_paused"
     case poolWaitSeconds = "lifeguard_pool_wait_seconds"
     case poolUseSeconds = "lifeguard_pool_use_seconds"
     case poolConnectSeconds = "lifeguard_pool_connect_seconds"
@@ -54,9 +55,9 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
             .metricsRequestsRejectedTotal, .processCPUSecondsTotal:
             return .counter
         case .poolSize, .poolMaxOverflow, .poolConnections, .poolCheckedOut, .poolOverflow, .poolWaitingClients,
-            .clientConnections, .clientMaxConnections, .upstreamUp, .buildInfo, .configLastReloadSuccessful,
-            .tlsCertificateExpiryTimestampSeconds, .processResidentMemoryBytes, .processVirtualMemoryBytes,
-            .processOpenFDs, .processMaxFDs,
+            .poolPaused, .clientConnections, .clientMaxConnections, .upstreamUp, .buildInfo,
+            .configLastReloadSuccessful, .tlsCertificateExpiryTimestampSeconds, .processResidentMemoryBytes,
+            .processVirtualMemoryBytes, .processOpenFDs, .processMaxFDs,
             .processStartTimeSeconds:
             return .gauge
         }
@@ -66,7 +67,8 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
     public var isPerPool: Bool {
         switch self {
         case .poolSize, .poolMaxOverflow, .poolConnections, .poolCheckedOut, .poolOverflow, .poolWaitingClients,
-            .poolWaitSeconds, .poolUseSeconds, .poolConnectSeconds, .poolCheckoutsTotal, .poolTimeoutsTotal,
+            .poolPaused, .poolWaitSeconds, .poolUseSeconds, .poolConnectSeconds, .poolCheckoutsTotal,
+            .poolTimeoutsTotal,
             .poolConnectionErrorsTotal, .poolConnectionsClosedTotal, .poolLeaksSuspectedTotal, .poolStaleReleasesTotal,
             .transactionsTotal, .queriesTotal:
             return true
@@ -130,7 +132,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .queriesTotal: return "queries"
         case .metricsRequestsRejectedTotal: return "requests"
         case .processOpenFDs, .processMaxFDs: return "file descriptors"
-        case .upstreamUp, .buildInfo, .configLastReloadSuccessful: return "1 or 0"
+        case .upstreamUp, .buildInfo, .configLastReloadSuccessful, .poolPaused: return "1 or 0"
         }
     }
 
@@ -143,6 +145,7 @@ public enum LifeguardMetric: String, Sendable, CaseIterable {
         case .poolCheckedOut: return "Server connections handed to clients right now."
         case .poolOverflow: return "Open server connections above pool_size."
         case .poolWaitingClients: return "Clients waiting for a server connection."
+        case .poolPaused: return "1 while the pool is paused (PAUSE on the admin console), 0 otherwise."
         case .poolWaitSeconds: return "Time from asking for a server connection to getting one."
         case .poolUseSeconds: return "How long a client held a server connection."
         case .poolConnectSeconds: return "Time to open and authenticate a server connection."

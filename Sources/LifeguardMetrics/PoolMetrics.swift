@@ -12,6 +12,7 @@ public final class PoolMetrics: Sendable {
     private let checkedOutNow: GaugeSeries
     private let overflow: GaugeSeries
     private let waiting: GaugeSeries
+    private let paused: GaugeSeries
     private let wait: HistogramSeries
     private let use: HistogramSeries
     private let connect: HistogramSeries
@@ -39,6 +40,7 @@ public final class PoolMetrics: Sendable {
         self.checkedOutNow = GaugeSeries(.poolCheckedOut, labels)
         self.overflow = GaugeSeries(.poolOverflow, labels)
         self.waiting = GaugeSeries(.poolWaitingClients, labels)
+        self.paused = GaugeSeries(.poolPaused, labels)
         self.wait = HistogramSeries(.poolWaitSeconds, labels, buckets: MetricBuckets.latency)
         self.use = HistogramSeries(.poolUseSeconds, labels, buckets: MetricBuckets.use)
         self.connect = HistogramSeries(.poolConnectSeconds, labels, buckets: MetricBuckets.latency)
@@ -84,6 +86,11 @@ public final class PoolMetrics: Sendable {
         self.checkedOutNow.set(checkedOut)
         self.overflow.set(overflow)
         self.waiting.set(waiting)
+    }
+
+    /// Sets `lifeguard_pool_paused`: 1 while the admin console's `PAUSE` holds the pool's new work.
+    public func setPaused(_ paused: Bool) {
+        self.paused.set(paused ? 1 : 0)
     }
 
     // MARK: Histograms
@@ -146,6 +153,25 @@ public final class PoolMetrics: Sendable {
         self.queryCount.increment(by: count)
     }
 
+    // MARK: Reading
+
+    /// The pool's counters and histograms as a scrape would render them now: what the admin console's `SHOW STATS`
+    /// prints, so that both say the same.
+    public func snapshot() -> PoolMetricsSnapshot {
+        PoolMetricsSnapshot(
+            checkouts: self.checkouts.current,
+            timeouts: self.timeouts.current,
+            connectionErrors: self.connectionErrorsInOrder.reduce(0) { $0 + $1.current },
+            leaksSuspected: self.leaks.current,
+            staleReleases: self.staleReleases.current,
+            transactions: self.transactionCount.current,
+            queries: self.queryCount.current,
+            wait: self.wait.snapshot(),
+            use: self.use.snapshot(),
+            paused: self.paused.current == 1
+        )
+    }
+
     // MARK: Rendering
 
     /// Writes this pool's series of `family`, if it has any.
@@ -157,6 +183,7 @@ public final class PoolMetrics: Sendable {
         case .poolCheckedOut: self.checkedOutNow.emit(into: &buffer)
         case .poolOverflow: self.overflow.emit(into: &buffer)
         case .poolWaitingClients: self.waiting.emit(into: &buffer)
+        case .poolPaused: self.paused.emit(into: &buffer)
         case .poolWaitSeconds: self.wait.emit(into: &buffer)
         case .poolUseSeconds: self.use.emit(into: &buffer)
         case .poolConnectSeconds: self.connect.emit(into: &buffer)

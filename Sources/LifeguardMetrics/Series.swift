@@ -24,6 +24,8 @@ final class GaugeSeries: Sendable {
         self.value.wrappingAdd(delta, ordering: .relaxed)
     }
 
+    var current: Int { self.value.load(ordering: .relaxed) }
+
     func emit(into buffer: inout [UInt8]) {
         buffer.append(contentsOf: self.prefix)
         PrometheusText.appendGaugeValue(self.value.load(ordering: .relaxed), to: &buffer)
@@ -46,6 +48,8 @@ final class CounterSeries: Sendable {
         guard amount > 0 else { return }
         self.value.wrappingAdd(amount, ordering: .relaxed)
     }
+
+    var current: Int { self.value.load(ordering: .relaxed) }
 
     func emit(into buffer: inout [UInt8]) {
         buffer.append(contentsOf: self.prefix)
@@ -107,6 +111,13 @@ final class HistogramSeries: Sendable {
             if let bucket { state.counts[bucket] += 1 }
             state.sum += duration
             state.count += 1
+        }
+    }
+
+    /// The histogram as one consistent copy.
+    func snapshot() -> HistogramSnapshot {
+        self.state.withLock { state in
+            HistogramSnapshot(bounds: self.bounds, counts: state.counts, sum: state.sum, count: state.count)
         }
     }
 

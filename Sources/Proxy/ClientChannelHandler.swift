@@ -1,3 +1,4 @@
+import AdminConsole
 import ConnectionPool
 import LifeguardConfig
 import LifeguardMetrics
@@ -36,6 +37,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         case tlsEstablished(alpn: String?)
         case drain
         case terminate
+        case kill
+        case consoleAnswered(ByteBuffer)
         case clientClosed
     }
 
@@ -77,6 +80,10 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     private var certificateName: String?
     /// The StartupMessage's user, once admitted.
     private var user = ""
+    /// What the admin console shows of this client.
+    private var status: ClientStatus?
+    /// Set for a client of the admin console (database `pgbouncer`) that may use it.
+    private var consoleAccess: AdminAccess?
 
     init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator, tls: ClientTLS? = nil) {
         self.proxy = context
@@ -190,6 +197,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         switch event {
         case .drain: self.enqueue(.drain)
         case .terminate: self.enqueue(.terminate)
+        case .kill: self.enqueue(.kill)
         }
     }
 
@@ -310,6 +318,14 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.session.drain(into: &self.actions)
         case .terminate:
             self.session.terminate(into: &self.actions)
+        case .kill:
+            self.session.disconnect(
+                sqlState: PGSQLState.adminShutdown,
+                message: "admin forced disconnect",
+                into: &self.actions
+            )
+        case .consoleAnswered(let reply):
+            self.session.consoleAnswered(reply, into: &self.actions)
         case .clientClosed:
             self.session.clientClosed(into: &self.actions)
             self.unregister()
@@ -399,6 +415,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.cancelTarget?.set(server.map { Self.server($0) })
         case .activity(let activity):
             self.setActivity(activity)
+        case .consoleQuery(let query):
+            self.consoleQuery(query)
         case .count(let transactions, let queries):
             if let metrics = self.pool?.metrics {
                 if transactions > 0 { metrics.transactions(transactions) }
@@ -449,6 +467,22 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         }
         self.admitted = true
         self.user = user
+        if database == AdminConsoleName.database {
+            self.admitConsole(user: user, configuration: configuration)
+            return
+        }
+        if self.proxy.console.isDisabled(database) {
+            self.enqueue(
+                .admission(
+                    .refused(
+                        sqlState: PGSQLState.protocolViolation,
+                        message:
+                            "database \"\(database)\" does not allow connections: it was DISABLEd on the admin console"
+                    )
+                )
+            )
+            return
+        }
         let pool: ProxyPool
         switch self.proxy.pool(database: database, user: user) {
         case .failure(let error):
@@ -458,6 +492,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             pool = found
         }
         self.pool = pool
+        self.loggedIn(user: user, pool: pool.key)
         let (key, target) =
             self.proxy.clients.issueCancelKey(self.clientID) ?? (
                 PGCancelRequest(processID: 0, secretKey: 0), CancelTarget()
@@ -538,12 +573,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         // Queued before the pool is asked: the session learns the request before its answer, even an answer that
         // comes before `lease` returns.
         self.enqueue(.leaseRequested(token: token, request))
-        // Prefers a server connection on this event loop: then relaying needs no thread hop.
-        pool.pool.lease(request, affinity: ServerConnection.affinity(of: eventLoop)) { result in
-            if eventLoop.inEventLoop {
-                handler.value.enqueue(.leaseCompleted(token: token, request, result))
-            } else {
-                eventLoop.execute { handler.value.enqueue(.leaseCompleted(token: token, request, result)) }
+        // Prefers a server connection on this event loop: then relaying needs no thread hop. A paused pool (the admin
+        // console's PAUSE) holds the request until RESUME.
+        let affinity = ServerConnection.affinity(of: eventLoop)
+        pool.gate.pass {
+            pool.pool.lease(request, affinity: affinity) { result in
+                if eventLoop.inEventLoop {
+                    handler.value.enqueue(.leaseCompleted(token: token, request, result))
+                } else {
+                    eventLoop.execute { handler.value.enqueue(.leaseCompleted(token: token, request, result)) }
+                }
             }
         }
     }
@@ -663,6 +702,79 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         guard state != self.activity, self.admitted else { return }
         self.proxy.metrics.clientConnectionChanged(from: self.activity, to: state)
         self.activity = state
+        self.status?.setActivity(state)
+    }
+
+    // MARK: The admin console
+
+    /// A client of the virtual database `pgbouncer`: it authenticates as any client does (`auth_type`, `auth_file`),
+    /// then is refused unless `admin_users` or `stats_users` lists it.
+    private func admitConsole(user: String, configuration: LifeguardConfiguration) {
+        let policy = AdminLoginPolicy(adminUsers: configuration.adminUsers, statsUsers: configuration.statsUsers)
+        // The hook for PgBouncer's peer login: a Unix socket listener passes the peer's identity here, and a login
+        // with `authenticates == false` then uses the trust method below.
+        let login = policy.login(user: user, peer: nil)
+        self.consoleAccess = login?.access
+        self.loggedIn(user: user, pool: PoolKey(database: AdminConsoleName.database, user: AdminConsoleName.user))
+        let (key, target) =
+            self.proxy.clients.issueCancelKey(self.clientID) ?? (
+                PGCancelRequest(processID: 0, secretKey: 0), CancelTarget()
+            )
+        self.cancelTarget = target
+        let method: PGServerAuthenticationStateMachine.Method =
+            switch login?.authenticates == false ? nil : configuration.authType {
+            case nil, .trust?, .cert?: .trust
+            case .md5?: .md5
+            case .scramSHA256?: .scramSHA256
+            }
+        let console: ConsoleLogin =
+            login == nil
+            ? .refused(message: "not allowed: \"\(user)\" is in neither admin_users nor stats_users")
+            : .allowed(greeting: AdminDecision.greeting(version: AdminConsoleRunner.serverVersion))
+        let admission = ClientLogin(
+            mode: .statement,
+            authentication: PGServerAuthenticationStateMachine(
+                method: method,
+                user: user,
+                secret: self.proxy.secret(for: user)
+            ),
+            cachedParameters: nil,
+            cancelKey: key,
+            resetQuery: nil,
+            console: console
+        )
+        self.enqueue(.admission(.admitted(admission)))
+    }
+
+    private func consoleQuery(_ query: String) {
+        guard let eventLoop = self.context?.eventLoop else { return }
+        guard let access = self.consoleAccess else { return }
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        let allocator = self.allocator
+        self.proxy.console.answer(query, access: access, context: self.proxy, eventLoop: eventLoop) { reply in
+            var encoded = allocator.buffer(capacity: 256)
+            reply.encode(into: &encoded)
+            let buffer = encoded
+            if eventLoop.inEventLoop {
+                handler.value.enqueue(.consoleAnswered(buffer))
+            } else {
+                eventLoop.execute { handler.value.enqueue(.consoleAnswered(buffer)) }
+            }
+        }
+    }
+
+    /// What the admin console shows of this client from now on.
+    private func loggedIn(user: String, pool: PoolKey) {
+        guard let status = self.proxy.clients.status(of: self.clientID) else { return }
+        let login = ClientStatus.Login(
+            user: user,
+            pool: pool,
+            applicationName: self.session.parameters["application_name"] ?? "",
+            tls: self.session.isEncrypted
+        )
+        status.login.withLock { $0 = login }
+        self.status = status
+        if let activity = self.activity { status.setActivity(activity) }
     }
 
     private static func label(_ activity: ClientActivity) -> ClientConnectionState {

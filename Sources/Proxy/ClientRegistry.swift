@@ -1,6 +1,7 @@
 import LifeguardMetrics
 import NIOCore
 import PGWire
+import PoolCore
 import Synchronization
 
 /// The server connection a client holds now, read by CancelRequests from other connections.
@@ -20,6 +21,43 @@ enum ClientDrainEvent: Sendable {
     case drain
     /// Close now.
     case terminate
+    /// Close now: the admin console's `KILL_CLIENT`.
+    case kill
+}
+
+/// What the admin console shows of a client (`SHOW CLIENTS`, and the client counts of `SHOW POOLS`), kept up to date
+/// by its handler: the activity with one relaxed atomic store, the rest once at login.
+final class ClientStatus: Sendable {
+    struct Login: Sendable {
+        var user: String
+        /// The pool the client belongs to; the console's own for console clients.
+        var pool: PoolKey
+        var applicationName: String
+        var tls: Bool
+    }
+
+    /// 0 until logged in, then ``ClientConnectionState``'s index + 1.
+    private let activityCode = Atomic<Int>(0)
+    let login = Mutex<Login?>(nil)
+    let connectedAt: Int64
+    let remote: SocketAddress?
+    let local: SocketAddress?
+
+    init(connectedAt: Int64, remote: SocketAddress?, local: SocketAddress?) {
+        self.connectedAt = connectedAt
+        self.remote = remote
+        self.local = local
+    }
+
+    var activity: ClientConnectionState? {
+        let code = self.activityCode.load(ordering: .relaxed)
+        return code == 0 ? nil : ClientConnectionState.allCases[code - 1]
+    }
+
+    func setActivity(_ activity: ClientConnectionState?) {
+        let code = activity.map { ClientConnectionState.allCases.firstIndex(of: $0)! + 1 } ?? 0
+        self.activityCode.store(code, ordering: .relaxed)
+    }
 }
 
 /// Every client connection: admission against `max_client_conn`, the counts behind the client gauges, and the
@@ -29,6 +67,7 @@ final class ClientRegistry: Sendable {
         var channel: any Channel
         var cancelKey: PGCancelRequest?
         var target: CancelTarget
+        var status: ClientStatus
     }
 
     private struct State {
@@ -52,7 +91,12 @@ final class ClientRegistry: Sendable {
             guard !state.draining else { return nil }
             let id = state.nextID
             state.nextID += 1
-            state.entries[id] = Entry(channel: channel, target: CancelTarget())
+            let status = ClientStatus(
+                connectedAt: AdminClock.microsecondsSinceEpoch(),
+                remote: channel.remoteAddress,
+                local: channel.localAddress
+            )
+            state.entries[id] = Entry(channel: channel, target: CancelTarget(), status: status)
             return id
         }
     }
@@ -116,5 +160,27 @@ final class ClientRegistry: Sendable {
     }
 
     var count: Int { self.state.withLock { $0.entries.count } }
+
+    /// The client's status, for its handler to keep up to date.
+    func status(of id: Int) -> ClientStatus? {
+        self.state.withLock { $0.entries[id]?.status }
+    }
+
+    /// Every client that logged in, by id, with the server connection it holds now (if any).
+    func loggedIn() -> [(id: Int, status: ClientStatus, server: ServerConnection?)] {
+        let entries = self.state.withLock { state in
+            state.entries.sorted { $0.key < $1.key }.map { ($0.key, $0.value.status, $0.value.target) }
+        }
+        return entries.compactMap { id, status, target in
+            status.activity == nil ? nil : (id, status, target.connection)
+        }
+    }
+
+    /// Asks one client to close now (`KILL_CLIENT`); false when there is no such client.
+    func kill(_ id: Int) -> Bool {
+        guard let channel = self.state.withLock({ $0.entries[id]?.channel }) else { return false }
+        channel.pipeline.fireUserInboundEventTriggered(ClientDrainEvent.kill)
+        return true
+    }
 
 }

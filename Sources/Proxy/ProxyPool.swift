@@ -21,6 +21,8 @@ final class ProxyPool: Sendable {
     private let lastWanted = Mutex(SessionParameters())
     private let learnedSpellings = Mutex(ParameterSpellings())
     private let passThrough = PassThroughCredential()
+    /// The admin console's `PAUSE`: new leases wait here until `RESUME`.
+    let gate = PauseGate()
 
     init(
         route: ProxyRoute,
@@ -97,6 +99,51 @@ final class ProxyPool: Sendable {
             self.pool.reconfigure(route.configuration)
         }
         self.metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
+    }
+}
+
+extension ProxyPool {
+    /// Holds (or lets through again) new leases, and says so in `lifeguard_pool_paused`.
+    func setPaused(_ paused: Bool) {
+        if paused { self.gate.pause() } else { self.gate.resume() }
+        self.metrics.setPaused(paused)
+    }
+}
+
+/// Leases asked for while the pool is paused wait here, in order, and go to the pool on resume. Not paused, a lease
+/// passes with one atomic load.
+final class PauseGate: Sendable {
+    private let paused = Atomic<Bool>(false)
+    private let held = Mutex<[@Sendable () -> Void]>([])
+
+    var isPaused: Bool { self.paused.load(ordering: .acquiring) }
+
+    /// Runs `lease` now, or once the pool is resumed.
+    func pass(_ lease: @escaping @Sendable () -> Void) {
+        guard self.paused.load(ordering: .acquiring) else {
+            lease()
+            return
+        }
+        let runNow = self.held.withLock { held -> Bool in
+            // Checked again under the lock: a resume in between has already taken the held leases.
+            guard self.paused.load(ordering: .acquiring) else { return true }
+            held.append(lease)
+            return false
+        }
+        if runNow { lease() }
+    }
+
+    func pause() {
+        self.held.withLock { _ in self.paused.store(true, ordering: .releasing) }
+    }
+
+    func resume() {
+        let held = self.held.withLock { held in
+            self.paused.store(false, ordering: .releasing)
+            defer { held = [] }
+            return held
+        }
+        for lease in held { lease() }
     }
 }
 

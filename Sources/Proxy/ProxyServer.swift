@@ -1,3 +1,4 @@
+import AdminConsole
 import ConnectionPool
 import Foundation
 import LifeguardConfig
@@ -157,6 +158,11 @@ public final class ProxyServer: Sendable {
         }
     }
 
+    /// What the admin console's `RELOAD` and `SHUTDOWN` do.
+    public func setConsoleHooks(_ hooks: AdminConsoleHooks) {
+        self.context.console.setHooks(hooks)
+    }
+
     /// The pools that exist now (created at start-up or by a client).
     public var poolKeys: Set<PoolKey> { self.context.poolKeys }
 
@@ -304,6 +310,8 @@ final class ProxyContext: Sendable {
     let clients: ClientRegistry
     /// `auth_query` answers, kept briefly.
     let authQueries = AuthQueryLookup()
+    /// The admin console's state (paused and disabled databases) and commands.
+    let console = AdminConsoleRunner()
     /// Every pool, once, as it is created: ``ProxyServer/run()`` runs them. Finished by ``closePools()``.
     let createdPools: AsyncStream<ProxyPool>
     private let createdPoolsInput: AsyncStream<ProxyPool>.Continuation
@@ -343,6 +351,12 @@ final class ProxyContext: Sendable {
 
     var poolKeys: Set<PoolKey> { self.state.withLock { Set($0.pools.keys) } }
 
+    /// Every pool now.
+    var pools: [ProxyPool] { self.state.withLock { Array($0.pools.values) } }
+
+    /// The users the auth_file lists.
+    var userNames: [String] { self.state.withLock { $0.userList.secrets.keys.sorted() } }
+
     /// The pools to shut down. A pool created after this (only by a client that outlived the drain) is never run,
     /// so it opens no connection.
     func closePools() -> [ProxyPool] {
@@ -378,6 +392,7 @@ final class ProxyContext: Sendable {
                 logger: self.logger
             )
             state.pools[route.key] = pool
+            if self.console.isPaused(route.key.database) { pool.setPaused(true) }
             // Under the lock, so that closePools() returns every pool that run() runs.
             self.createdPoolsInput.yield(pool)
             return (pool, true)

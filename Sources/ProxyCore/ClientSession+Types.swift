@@ -32,6 +32,8 @@ public enum ClientAdmission: Sendable {
     /// The user's secret could not be looked up (`auth_query`: its database unreachable, the query failing); the
     /// message says why, without a secret, and the client gets it as a FATAL 08006.
     case lookupFailed(message: String)
+    /// Refused for a reason of the I/O layer's (a database `DISABLE`d on the admin console): FATAL with this SQLSTATE.
+    case refused(sqlState: String, message: String)
     /// Admitted to its pool. Boxed: the login is large, and the I/O layer queues admissions with its other events.
     indirect case admitted(ClientLogin)
 }
@@ -49,6 +51,8 @@ public struct ClientLogin: Sendable {
     /// The BackendKeyData Lifeguard gives the client (its CancelRequest finds the server connection it holds).
     public var cancelKey: PGCancelRequest
     public var resetQuery: String?
+    /// A login to the admin console (the virtual database `pgbouncer`) instead of a pool; nil for pool clients.
+    public var console: ConsoleLogin?
 
     public init(
         mode: PoolMode,
@@ -56,8 +60,10 @@ public struct ClientLogin: Sendable {
         cachedParameters: [(name: String, value: String)]?,
         spellings: ParameterSpellings = ParameterSpellings(),
         cancelKey: PGCancelRequest,
-        resetQuery: String?
+        resetQuery: String?,
+        console: ConsoleLogin? = nil
     ) {
+        self.console = console
         self.spellings = spellings
         self.mode = mode
         self.authentication = authentication
@@ -65,6 +71,17 @@ public struct ClientLogin: Sendable {
         self.cancelKey = cancelKey
         self.resetQuery = resetQuery
     }
+}
+
+/// How a client of the admin console goes on once it authenticated (as any client does).
+public enum ConsoleLogin: Sendable {
+    /// Greeted with these ParameterStatus values; each query then goes to the I/O layer
+    /// (``ClientAction/consoleQuery(_:)``), one at a time, and its answer comes back through
+    /// ``ClientSession/consoleAnswered(_:into:)``.
+    case allowed(greeting: [(name: String, value: String)])
+    /// Refused once authenticated (FATAL 28000 with this message): the user is in neither `admin_users` nor
+    /// `stats_users`. Checked after authentication, so that the refusal tells nothing to who cannot log in.
+    case refused(message: String)
 }
 
 /// A server connection the pool handed to the client, as the I/O layer describes it.
@@ -203,6 +220,9 @@ public enum ClientAction: Sendable {
     /// Backpressure: stop or resume reading from the client.
     case pauseClientReads
     case resumeClientReads
+    /// An admin console client sent this simple-protocol query; answer with ``ClientSession/consoleAnswered(_:into:)``.
+    /// The client's further messages wait until then.
+    case consoleQuery(String)
     /// Write what is left for the client, then close its connection. Nothing is sent to the client afterwards.
     case close
 }

@@ -92,6 +92,10 @@ public struct ClientSession: Sendable {
     private let allocator: ByteBufferAllocator
     /// What `client_tls_sslmode` asks of this client.
     private let tls: ClientTLSPolicy
+    /// An admin console client (``ConsoleLogin``) instead of a pool's.
+    private var console: ConsoleLogin?
+    /// The console's answer to the last query is pending.
+    private var consoleBusy = false
     /// TLS is up (after an SSLRequest, or direct).
     public private(set) var isEncrypted = false
 
@@ -240,7 +244,10 @@ public struct ClientSession: Sendable {
             )
         case .lookupFailed(let message):
             self.fatal(sqlState: PGSQLState.connectionFailure, message: message, into: &actions)
+        case .refused(let sqlState, let message):
+            self.fatal(sqlState: sqlState, message: message, into: &actions)
         case .admitted(let login):
+            self.console = login.console
             self.mode = login.mode
             self.cachedParameters = login.cachedParameters
             self.spellings = login.spellings
@@ -267,6 +274,18 @@ public struct ClientSession: Sendable {
             // Before the first lease: the pool may need it to open the client's server connection.
             if let credential { actions.append(.passThrough(credential)) }
             self.state = .loggingIn(.none)
+            switch self.console {
+            case .allowed(let greeting)?:
+                self.greet(serverParameters: greeting, into: &actions)
+                return
+            case .refused(let message)?:
+                actions.append(.rejected(.auth))
+                actions.append(.authenticationFailed(user: self.user, reason: message))
+                self.fatal(sqlState: PGSQLState.invalidAuthorizationSpecification, message: message, into: &actions)
+                return
+            case nil:
+                break
+            }
             if self.mode != .session, let cached = self.cachedParameters, self.spellAsTheServer(cached) {
                 self.greet(serverParameters: cached, into: &actions)
             } else {
@@ -380,6 +399,10 @@ public struct ClientSession: Sendable {
 
     private mutating func clientMessage(_ frame: PGFrame, into actions: inout [ClientAction]) {
         guard case .ready = self.state else { return }
+        if self.console != nil {
+            self.consoleMessage(frame, into: &actions)
+            return
+        }
         if frame.type == PGFrontendMessageType.terminate {
             self.close(into: &actions)
             return
@@ -430,8 +453,67 @@ public struct ClientSession: Sendable {
         self.serverOut.append(frame.bytes, allocator: self.allocator)
     }
 
+    // MARK: The admin console
+
+    /// A console client's message: a simple-protocol query goes to the I/O layer, one at a time; the extended
+    /// protocol and every other message end the connection with an error, as in PgBouncer.
+    private mutating func consoleMessage(_ frame: PGFrame, into actions: inout [ClientAction]) {
+        if self.consoleBusy {
+            self.enqueue(frame, into: &actions)
+            return
+        }
+        switch frame.type {
+        case PGFrontendMessageType.terminate:
+            self.close(into: &actions)
+        case PGFrontendMessageType.query:
+            guard case .query(let text)? = try? PGFrontendMessage(frame: frame) else {
+                self.protocolViolated(
+                    sqlState: PGSQLState.protocolViolation,
+                    message: "invalid Query message",
+                    into: &actions
+                )
+                return
+            }
+            self.consoleBusy = true
+            self.setActivity(.active, into: &actions)
+            actions.append(.consoleQuery(text))
+        case PGFrontendMessageType.parse, PGFrontendMessageType.bind, PGFrontendMessageType.execute:
+            self.consoleRefuse("extended query protocol not supported by admin console", into: &actions)
+        default:
+            let type = Character(Unicode.Scalar(frame.type))
+            self.consoleRefuse("unsupported packet type for admin console: \(type)", into: &actions)
+        }
+    }
+
+    /// PgBouncer's words, an ERROR with 08P01, then the connection closes.
+    private mutating func consoleRefuse(_ message: String, into actions: inout [ClientAction]) {
+        self.write(.errorResponse(.error(sqlState: PGSQLState.protocolViolation, message: message)))
+        self.write(.readyForQuery(.idle))
+        self.close(into: &actions)
+    }
+
+    /// The console's answer to the pending query (ending with ReadyForQuery): sent, and the next query goes on.
+    public mutating func consoleAnswered(_ reply: ByteBuffer, into actions: inout [ClientAction]) {
+        guard case .ready = self.state, self.console != nil, self.consoleBusy else { return }
+        self.consoleBusy = false
+        self.clientOut.append(reply, allocator: self.allocator)
+        actions.append(.flushClient)
+        self.setActivity(.idle, into: &actions)
+        if self.closeIfDrainedAndIdle(into: &actions) { return }
+        self.processPending(into: &actions)
+    }
+
     /// Replays the messages that waited for a server connection, then flushes what is due.
     private mutating func processPending(into actions: inout [ClientAction]) {
+        if self.console != nil {
+            while !self.consoleBusy, case .ready = self.state, !self.pending.isEmpty {
+                let first = self.pending.removeFirst()
+                self.pendingBytes -= first.bytes.readableBytes
+                self.consoleMessage(first, into: &actions)
+            }
+            self.updateClientReads(into: &actions)
+            return
+        }
         while case .ready(let link) = self.state, let first = self.pending.first {
             switch link {
             case .none where !self.skippingUntilSync && first.type != PGFrontendMessageType.terminate:
@@ -840,6 +922,11 @@ public struct ClientSession: Sendable {
     public mutating func drain(into actions: inout [ClientAction]) {
         self.draining = true
         _ = self.closeIfDrainedAndIdle(into: &actions)
+    }
+
+    /// Close now with this FATAL error, whatever the client holds (the admin console's `KILL_CLIENT`).
+    public mutating func disconnect(sqlState: String, message: String, into actions: inout [ClientAction]) {
+        self.fatal(sqlState: sqlState, message: message, into: &actions)
     }
 
     /// Close now, whatever the client holds.

@@ -10,7 +10,8 @@ import harness
 POOL = {"database": "appdb", "user": "app"}
 
 # The catalogue (DESIGN.md). Gauges that count state start at 0; the configured ones are checked separately.
-POOL_ZERO_GAUGES = ["lifeguard_pool_checked_out", "lifeguard_pool_overflow", "lifeguard_pool_waiting_clients"]
+POOL_ZERO_GAUGES = ["lifeguard_pool_checked_out", "lifeguard_pool_overflow", "lifeguard_pool_waiting_clients",
+                    "lifeguard_pool_paused"]
 POOL_HISTOGRAMS = ["lifeguard_pool_wait_seconds", "lifeguard_pool_use_seconds", "lifeguard_pool_connect_seconds"]
 POOL_COUNTERS = [
     "lifeguard_pool_checkouts_total",

@@ -75,6 +75,8 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
             $0.authQuery == "SELECT * FROM auth.lookup($1)"
         },
         .init(setting: .authDbname, toml: "\"postgres\"", text: "postgres") { $0.authDbname == "postgres" },
+        .init(setting: .adminUsers, toml: "\"ops, root\"", text: "ops, root") { $0.adminUsers == ["ops", "root"] },
+        .init(setting: .statsUsers, toml: "\"exporter,\"", text: "exporter,") { $0.statsUsers == ["exporter"] },
     ]
 }
 

@@ -21,7 +21,7 @@ struct LifeguardMetricTests {
         for metric in LifeguardMetric.allCases where metric.isPerPool {
             #expect(Array(metric.labels.prefix(2)) == ["database", "user"], "\(metric.name)")
         }
-        #expect(LifeguardMetric.allCases.filter(\.isPerPool).count == 17)
+        #expect(LifeguardMetric.allCases.filter(\.isPerPool).count == 18)
     }
 
     @Test("bounded labels expose their value sets")

@@ -40,6 +40,32 @@ struct PoolMetricsTests {
         )
     }
 
+    @Test("setPaused sets lifeguard_pool_paused, which starts at 0")
+    func paused() {
+        #expect(changes { $0.setPaused(true) } == ["lifeguard_pool_paused{\(Self.alice)}": "1.0"])
+        #expect(changes { $0.setPaused(false) }.isEmpty)
+    }
+
+    @Test("snapshot reads what a scrape renders: counters, histograms, quantiles")
+    func snapshot() {
+        let metrics = LifeguardMetrics(version: "test")
+        let pool = metrics.pool(database: "app", user: "alice")
+        pool.transactions(3)
+        pool.queries(7)
+        pool.checkedOut()
+        for _ in 0..<99 { pool.observeWait(.microseconds(200)) }
+        pool.observeWait(.seconds(2))
+        let snapshot = pool.snapshot()
+        #expect(snapshot.transactions == 3 && snapshot.queries == 7 && snapshot.checkouts == 1)
+        #expect(snapshot.wait.count == 100)
+        #expect(snapshot.wait.sum == .microseconds(19_800) + .seconds(2))
+        // histogram_quantile: linear within the 100–250 µs bucket.
+        #expect(snapshot.wait.quantile(0.5) == .microseconds(100) + .microseconds(150) * (50.0 / 99.0))
+        #expect(snapshot.wait.quantile(0.995)! > .seconds(1))
+        #expect(pool.snapshot().paused == false)
+        #expect(metrics.pool(database: "b", user: "c").snapshot().wait.quantile(0.5) == nil)
+    }
+
     @Test("gauges go down as well as up")
     func gaugesGoDown() {
         let changed = changes { pool in

@@ -204,6 +204,8 @@ struct SessionDriver {
                 _ = self.harness.session.takeClientOutput()
                 self.closed = true
                 try self.apply { $0.clientClosed(into: &$1) }
+            case .consoleQuery:
+                try self.require(false, "consoleQuery from a pool client")
             case .admit, .rejected, .authenticationFailed, .passThrough, .forwardCancel, .cancelTarget, .activity,
                 .count,
                 .pauseServerReads, .resumeServerReads, .pauseClientReads, .resumeClientReads:

@@ -149,6 +149,7 @@ struct SessionHarness {
         case .resumeServerReads(let lease): return "resumeServerReads(R\(lease.request.rawValue))"
         case .pauseClientReads: return "pauseClientReads"
         case .resumeClientReads: return "resumeClientReads"
+        case .consoleQuery(let query): return "consoleQuery(\(query))"
         case .close: return "close"
         }
     }
