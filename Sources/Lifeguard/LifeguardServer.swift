@@ -240,6 +240,8 @@ struct ConfigurationReloader: Service {
                 continue
             }
             self.state.metrics.setConfigReloadSuccessful(true)
+            // As at start: a setting the file names but Lifeguard does without (a pgbouncer.ini's logfile).
+            for warning in next.provenance.warnings { self.logger.warning("\(warning)") }
             self.logger.info("configuration reloaded")
         }
     }
