@@ -412,12 +412,13 @@ private struct ConfigurationLoader {
             && !self.named.contains("databases")
             && !self.fileUnreadable
         {
-            self.report(
-                location: nil,
-                key: Setting.upstream.key,
-                "no upstream configured: set upstream (in the file, LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL) "
+            let fix =
+                configuration.provenance.fromPgBouncerINI
+                ? "add NAME = host=... (or * = host=... for every database) under [databases] in the ini, "
+                    + "or set LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL"
+                : "set upstream (in the file, LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL) "
                     + "or add a [databases.NAME] entry"
-            )
+            self.report(location: nil, key: Setting.upstream.key, "no upstream configured: \(fix)")
         }
 
         if configuration.listen == configuration.metricsListen && configuration.listen.port != 0,

@@ -47,7 +47,10 @@ extension LifeguardConfiguration {
             for (key, value) in values {
                 let origin =
                     self.provenance.origins["databases.\(Self.renderedKey(database.name)).\(key)"] ?? .inherited
-                lines.append(Self.line(key, value, origin: origin, note: key == "dsn" ? notes["upstream"] : notes[key]))
+                // An inherited value's difference is told at the top level already.
+                let note =
+                    origin == .inherited ? nil : key == "dsn" ? notes["databases.\(database.name).dsn"] : notes[key]
+                lines.append(Self.line(key, value, origin: origin, note: note))
             }
         }
         return lines.joined(separator: "\n") + "\n"

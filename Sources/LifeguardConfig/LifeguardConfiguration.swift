@@ -144,8 +144,8 @@ public struct Provenance: Sendable, Equatable {
     public var warnings: [String] = []
     /// What the configuration was loaded from; ``LifeguardConfiguration/reloaded()`` loads it again.
     public var sources: ConfigurationSources? = nil
-    /// Read from a pgbouncer.ini: for each Lifeguard key, how its meaning differs from the PgBouncer setting it came
-    /// from (`convert-config` prints it next to the value).
+    /// Read from a pgbouncer.ini: for each Lifeguard key (`pool_size`, `databases.NAME.dsn`), how its meaning differs
+    /// from the PgBouncer setting it came from (`convert-config` prints it next to the value).
     public var pgbouncerNotes: [String: String] = [:]
     /// True when the file was a pgbouncer.ini.
     public var fromPgBouncerINI = false

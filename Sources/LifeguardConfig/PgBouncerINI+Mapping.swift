@@ -26,7 +26,8 @@ struct PgBouncerTranslation {
     var databases: [Database] = []
     var warnings: [String] = []
     var problems: [ConfigurationError.Problem] = []
-    /// What a Lifeguard key means differently from the PgBouncer key it came from, for `convert-config`.
+    /// What a Lifeguard key (`pool_size`, or `databases.NAME.dsn`) means differently from the PgBouncer key it came
+    /// from, for `convert-config`.
     var notes: [String: String] = [:]
     /// Passwords written in connection strings, to scrub from every message.
     var secrets: [String] = []
@@ -624,7 +625,7 @@ private struct Translator {
         if !self.serverOptions.isEmpty {
             note += "; " + self.serverOptions.map(\.keyword).joined(separator: ", ") + " from [pgbouncer]"
         }
-        self.notes[Setting.upstream.key] = note
+        self.notes[isFallback ? Setting.upstream.key : "databases.\(entry.key).dsn"] = note
         let text = dsn.map { "\($0.0)=\(Self.libpqQuoted($0.1))" }.joined(separator: " ")
         if isFallback {
             self.values.append(.init(setting: .upstream, raw: .string(text), origin: entry.origin))
