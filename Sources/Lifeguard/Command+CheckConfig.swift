@@ -13,7 +13,9 @@ extension Command {
             abstract: "Validate the configuration and print it with passwords masked."
         )
 
-        @Argument(help: ArgumentHelp("The TOML file to check (same as --config).", valueName: "FILE"))
+        @Argument(
+            help: ArgumentHelp("The TOML file or pgbouncer.ini to check (same as --config).", valueName: "FILE")
+        )
         var file: String?
 
         @OptionGroup var options: ConfigurationOptions

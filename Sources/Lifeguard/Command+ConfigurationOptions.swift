@@ -6,7 +6,12 @@ extension Command {
     /// The flags `run` and `check-config` share. Values stay strings here: LifeguardConfig checks them, so a bad
     /// flag gets the same message as a bad file or environment value.
     struct ConfigurationOptions: ParsableArguments {
-        @Option(help: ArgumentHelp("TOML configuration file (default: LIFEGUARD_CONFIG, if set).", valueName: "FILE"))
+        @Option(
+            help: ArgumentHelp(
+                "TOML configuration file, or a pgbouncer.ini (default: LIFEGUARD_CONFIG, if set).",
+                valueName: "FILE"
+            )
+        )
         var config: String?
 
         @Option(help: ArgumentHelp("Address clients connect to (default 127.0.0.1:6432).", valueName: "HOST:PORT"))

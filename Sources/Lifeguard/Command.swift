@@ -8,12 +8,12 @@ struct Command: AsyncParsableCommand {
         commandName: "lifeguard",
         abstract: "A PostgreSQL connection-pool sidecar that exports its pool as Prometheus metrics.",
         discussion: """
-            Settings come from, lowest to highest precedence: built-in defaults, the TOML file (--config or \
-            LIFEGUARD_CONFIG), LIFEGUARD_* environment variables, then flags. DATABASE_URL is the upstream when \
+            Settings come from, lowest to highest precedence: built-in defaults, the TOML file or pgbouncer.ini \
+            (--config or LIFEGUARD_CONFIG), LIFEGUARD_* environment variables, then flags. DATABASE_URL is the upstream when \
             nothing else names one. docs/configuration.md describes every setting.
             """,
         version: lifeguardVersion,
-        subcommands: [Run.self, CheckConfig.self, Version.self],
+        subcommands: [Run.self, CheckConfig.self, ConvertConfig.self, Version.self],
         defaultSubcommand: Run.self
     )
 }

@@ -297,6 +297,8 @@ struct ConfigurationReloader: Service {
             }
             self.state.metrics.setConfigReloadSuccessful(true)
             LifeguardServer.warnAboutCertificates(next, logger: self.logger)
+            // As at start: a setting the file names but Lifeguard does without (a pgbouncer.ini's logfile).
+            for warning in next.provenance.warnings { self.logger.warning("\(warning)") }
             self.logger.info("configuration reloaded")
         }
     }

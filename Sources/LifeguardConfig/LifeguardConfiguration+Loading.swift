@@ -63,6 +63,8 @@ private struct ConfigurationLoader {
 
     struct DatabaseEntry {
         var name: String
+        /// The file it is written in (a pgbouncer.ini may include others).
+        var path: String
         var line: Int?
         var values: [(key: String, raw: RawValue, line: Int?)]
     }
@@ -108,9 +110,14 @@ private struct ConfigurationLoader {
             return
         }
         self.secrets += SecretScrubber.secrets(in: text)
+        let parsedTable = try? TOMLTable(string: text)
+        if path.lowercased().hasSuffix(".ini") || PgBouncerINI.looksLikePgBouncer(text, validTOML: parsedTable != nil) {
+            self.readPgBouncerINI(path, text)
+            return
+        }
         let table: TOMLTable
         do {
-            table = try TOMLTable(string: text)
+            table = try parsedTable ?? TOMLTable(string: text)
         } catch let error as TOMLParseError {
             self.report(location: "\(path):\(error.source.begin.line)", key: nil, "invalid TOML: \(error.description)")
             self.fileUnreadable = true
@@ -135,6 +142,31 @@ private struct ConfigurationLoader {
         }
     }
 
+    /// A pgbouncer.ini: its settings as Lifeguard's (PgBouncerINI+Mapping.swift), applied like a TOML file's.
+    mutating func readPgBouncerINI(_ path: String, _ text: String) {
+        let ini = PgBouncerINI(path: path, text: text)
+        for file in ini.files.dropFirst() {
+            if let included = PgBouncerINI.contents(of: file) { self.secrets += SecretScrubber.secrets(in: included) }
+        }
+        let translation = PgBouncerTranslation(ini)
+        self.secrets += translation.secrets
+        self.configuration.provenance.fromPgBouncerINI = true
+        self.configuration.provenance.pgbouncerNotes = translation.notes
+        for value in translation.values {
+            self.apply(value.setting, value.raw, origin: value.origin)
+        }
+        if ini.entries.contains(where: { $0.section == "databases" }) { self.named.insert("databases") }
+        for database in translation.databases {
+            self.databaseEntries.append(
+                DatabaseEntry(name: database.name, path: database.path, line: database.line, values: database.values)
+            )
+        }
+        self.warnings += translation.warnings
+        self.problems += translation.problems
+        // A file that failed to translate may well name an upstream: do not also report a missing one.
+        if !translation.problems.isEmpty { self.fileUnreadable = true }
+    }
+
     mutating func readDatabases(_ value: any TOMLValueConvertible, path: String, lines: TOMLLineIndex) {
         self.named.insert("databases")
         guard let table = value.table else {
@@ -146,7 +178,7 @@ private struct ConfigurationLoader {
         for name in table.keys {
             guard let entry = table[name] else { continue }
             let headerLine = lines.line(["databases", name])
-            var database = DatabaseEntry(name: name, line: headerLine, values: [])
+            var database = DatabaseEntry(name: name, path: path, line: headerLine, values: [])
             if entry.type == .string {
                 // PgBouncer's shorthand: `name = "connection string"`.
                 database.values.append(("dsn", RawValue(entry), headerLine))
@@ -333,7 +365,7 @@ private struct ConfigurationLoader {
         var resolved: [DatabaseConfiguration] = []
         for entry in self.databaseEntries {
             let prefix = Self.displayKey(["databases", entry.name])
-            guard let path = self.sources.effectiveConfigFile else { continue }
+            let path = entry.path
             var dsn: ConnInfo? = nil
             var poolMode = self.configuration.poolMode
             var poolSize = self.configuration.poolSize
@@ -405,12 +437,13 @@ private struct ConfigurationLoader {
             && !self.named.contains("databases")
             && !self.fileUnreadable
         {
-            self.report(
-                location: nil,
-                key: Setting.upstream.key,
-                "no upstream configured: set upstream (in the file, LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL) "
+            let fix =
+                configuration.provenance.fromPgBouncerINI
+                ? "add NAME = host=... (or * = host=... for every database) under [databases] in the ini, "
+                    + "or set LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL"
+                : "set upstream (in the file, LIFEGUARD_UPSTREAM, --upstream or DATABASE_URL) "
                     + "or add a [databases.NAME] entry"
-            )
+            self.report(location: nil, key: Setting.upstream.key, "no upstream configured: \(fix)")
         }
 
         if configuration.listen == configuration.metricsListen && configuration.listen.port != 0,
@@ -554,6 +587,9 @@ private struct ConfigurationLoader {
     mutating func report(_ origin: SettingOrigin, key: String, _ message: String) {
         switch origin {
         case .default, .inherited: self.report(location: nil, key: key, message)
+        case .pgbouncerDefault:
+            let file = self.sources.effectiveConfigFile.map { "\($0) " } ?? ""
+            self.report(location: "\(file)(PgBouncer default)", key: key, message)
         case .file: self.report(location: origin.description, key: key, message)
         case .environment(let variable): self.report(location: variable, key: nil, message)
         case .flag(let flag): self.report(location: flag, key: nil, message)

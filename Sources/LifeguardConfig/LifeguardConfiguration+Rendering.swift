@@ -3,15 +3,32 @@ import Upstream
 extension LifeguardConfiguration {
     /// The effective configuration as TOML, every password masked, each value followed by a comment saying where it
     /// came from. Without passwords, the text loads back to an equal configuration.
-    public func rendered() -> String {
-        var lines = [
-            "# Effective Lifeguard \(lifeguardVersion) configuration; passwords are masked.",
-            "# After each value: where it came from (default, file:line, environment variable or flag).",
-        ]
+    ///
+    /// With `conversion` (`convert-config`, for a pgbouncer.ini), the text opens with what was not carried over and
+    /// each value whose meaning differs from the PgBouncer setting it came from says how.
+    public func rendered(conversion: Bool = false) -> String {
+        var lines =
+            conversion
+            ? [
+                "# Lifeguard \(lifeguardVersion) configuration converted from a PgBouncer configuration; passwords are "
+                    + "masked (write them back, or keep them in auth_file).",
+                "# After each value: where it came from, and how its meaning differs from PgBouncer's.",
+            ]
+            : [
+                "# Effective Lifeguard \(lifeguardVersion) configuration; passwords are masked.",
+                "# After each value: where it came from (default, file:line, environment variable or flag).",
+            ]
+        if conversion && !self.provenance.warnings.isEmpty {
+            lines.append("#")
+            lines.append("# Not carried over, or carried over with a difference:")
+            lines += self.provenance.warnings.map { "#   \($0)" }
+            lines.append("")
+        }
+        let notes = conversion ? self.provenance.pgbouncerNotes : [:]
         for setting in Setting.allCases {
             let origin = self.provenance.origins[setting.key] ?? .default
             if let value = self.renderedValue(of: setting) {
-                lines.append(Self.line(setting.key, value, origin: origin))
+                lines.append(Self.line(setting.key, value, origin: origin, note: notes[setting.key]))
                 if setting == .metricsWebConfig, let web = self.metricsWebConfig {
                     lines.append("# metrics endpoint: \(web.summary)")
                 }
@@ -33,7 +50,10 @@ extension LifeguardConfiguration {
             for (key, value) in values {
                 let origin =
                     self.provenance.origins["databases.\(Self.renderedKey(database.name)).\(key)"] ?? .inherited
-                lines.append(Self.line(key, value, origin: origin))
+                // An inherited value's difference is told at the top level already.
+                let note =
+                    origin == .inherited ? nil : key == "dsn" ? notes["databases.\(database.name).dsn"] : notes[key]
+                lines.append(Self.line(key, value, origin: origin, note: note))
             }
         }
         return lines.joined(separator: "\n") + "\n"
@@ -87,8 +107,8 @@ extension LifeguardConfiguration {
         }
     }
 
-    private static func line(_ key: String, _ value: String, origin: SettingOrigin) -> String {
-        "\(key) = \(value)  # \(origin)"
+    private static func line(_ key: String, _ value: String, origin: SettingOrigin, note: String? = nil) -> String {
+        "\(key) = \(value)  # \(origin)" + (note.map { "; \($0)" } ?? "")
     }
 
     /// A TOML basic string. URI passwords are masked once more, in case a value that is not a DSN holds one.

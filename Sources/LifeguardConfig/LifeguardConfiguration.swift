@@ -165,6 +165,11 @@ public struct Provenance: Sendable, Equatable {
     public var warnings: [String] = []
     /// What the configuration was loaded from; ``LifeguardConfiguration/reloaded()`` loads it again.
     public var sources: ConfigurationSources? = nil
+    /// Read from a pgbouncer.ini: for each Lifeguard key (`pool_size`, `databases.NAME.dsn`), how its meaning differs
+    /// from the PgBouncer setting it came from (`convert-config` prints it next to the value).
+    public var pgbouncerNotes: [String: String] = [:]
+    /// True when the file was a pgbouncer.ini.
+    public var fromPgBouncerINI = false
 
     public init() {}
 
@@ -180,6 +185,8 @@ public enum SettingOrigin: Sendable, Hashable, CustomStringConvertible {
     case flag(String)
     /// A `[databases]` entry that did not set this value takes the top-level one.
     case inherited
+    /// A pgbouncer.ini left the value out: PgBouncer's default, where it differs from Lifeguard's.
+    case pgbouncerDefault
 
     public var description: String {
         switch self {
@@ -189,6 +196,7 @@ public enum SettingOrigin: Sendable, Hashable, CustomStringConvertible {
         case .environment(let variable): variable
         case .flag(let flag): flag
         case .inherited: "inherited"
+        case .pgbouncerDefault: "PgBouncer default"
         }
     }
 }

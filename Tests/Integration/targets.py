@@ -229,6 +229,8 @@ class PoolerFactory:
         self.postgres = postgres
         self.workdir = Path(workdir)
         self._bouncers: list[tuple[subprocess.Popen, Path]] = []
+        # "toml": Lifeguard's own file and flags; "ini": the pgbouncer.ini PgBouncer would get (test_pgbouncer_ini).
+        self.config_format = "toml"
 
     def passthrough_upstream(self) -> str:
         """The upstream DSN that pins neither user nor database: clients' own pass through."""
@@ -256,6 +258,17 @@ class PoolerFactory:
 
     def _lifeguard(self, mode, pool_size, max_overflow, pool_timeout, max_client_conn, upstream, databases,
                    auth_type, auth_users, extra, settings_in_file) -> Target:
+        if self.config_format == "ini":
+            directory = Path(tempfile.mkdtemp(prefix="ini-", dir=self.workdir))
+            config = pgbouncer_ini(directory, port=6432, mode=mode, pool_size=pool_size,
+                                   max_overflow=max_overflow, pool_timeout=pool_timeout,
+                                   max_client_conn=max_client_conn, upstream=upstream, databases=databases,
+                                   auth_type=auth_type or "trust", auth_users=auth_users)
+            # The launcher's --listen and --metrics-listen (free ports) override the file's listen_port.
+            process = self.lifeguard(*extra, config=config)
+            harness.wait_until(lambda: harness.port_accepts(process.listen_port), 10, interval=0.05,
+                               what="lifeguard accepting PostgreSQL clients")
+            return Target("lifeguard", process.listen_port, process, process.metrics_port, config_path=config)
         settings = {
             "pool_mode": mode,
             "pool_size": pool_size,
@@ -301,32 +314,11 @@ class PoolerFactory:
         directory = Path(tempfile.mkdtemp(prefix="lifeguard-pgbouncer-"))
         port = harness.free_port()
         users = dict(auth_users) if auth_users is not None else {u: "" for u in _ROLES}
-        (directory / "userlist.txt").write_text("".join(f'"{u}" "{p}"\n' for u, p in users.items()))
-        lines = ["[databases]"]
-        for name, dsn in (databases or {}).items():
-            lines.append(f"{name} = {_libpq_to_bouncer(dsn)}")
-        if upstream is not None:
-            lines.append(f"* = {_libpq_to_bouncer(upstream)}")
-        lines += [
-            "[pgbouncer]",
-            "listen_addr = 127.0.0.1",
-            f"listen_port = {port}",
-            "unix_socket_dir =",
-            f"auth_type = {auth_type or 'trust'}",
-            f"auth_file = {directory / 'userlist.txt'}",
-            f"pool_mode = {mode}",
-            f"default_pool_size = {pool_size}",
-            f"reserve_pool_size = {max_overflow}",
-            "reserve_pool_timeout = 0.1",
-            f"max_client_conn = {max_client_conn}",
-            f"query_wait_timeout = {max(1, round(_seconds(pool_timeout)))}",
-            "server_reset_query = DISCARD ALL",
-            "ignore_startup_parameters = extra_float_digits",
-            f"logfile = {directory / 'pgbouncer.log'}",
-            f"pidfile = {directory / 'pgbouncer.pid'}",
-        ]
-        config = directory / "pgbouncer.ini"
-        config.write_text("\n".join(lines) + "\n")
+        config = pgbouncer_ini(directory, port=port, mode=mode, pool_size=pool_size, max_overflow=max_overflow,
+                               pool_timeout=pool_timeout, max_client_conn=max_client_conn, upstream=upstream,
+                               databases=databases, auth_type=auth_type or "trust", auth_users=users,
+                               extra_lines=[f"logfile = {directory / 'pgbouncer.log'}",
+                                            f"pidfile = {directory / 'pgbouncer.pid'}"])
         argv = [PGBOUNCER, str(config)]
         if harness.IS_ROOT:  # pgbouncer refuses to run as root
             shutil.chown(directory, "postgres", "postgres")
@@ -354,6 +346,42 @@ class PoolerFactory:
                 proc.kill()
                 proc.wait(5)
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def pgbouncer_ini(directory: Path, *, port: int, mode: str, pool_size: int, max_overflow: int, pool_timeout,
+                  max_client_conn: int, upstream: str | None, databases: Mapping[str, str] | None, auth_type: str,
+                  auth_users: Mapping[str, str] | None, extra_lines: Sequence[str] = ()) -> Path:
+    """Writes directory/pgbouncer.ini (and userlist.txt when auth_users is given) with these settings, as PgBouncer
+    reads them; returns its path. The one place that knows how the suite's settings look in PgBouncer's file."""
+    lines = ["[databases]"]
+    for name, dsn in (databases or {}).items():
+        lines.append(f"{name} = {_libpq_to_bouncer(dsn)}")
+    if upstream is not None:
+        lines.append(f"* = {_libpq_to_bouncer(upstream)}")
+    lines += [
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        f"auth_type = {auth_type}",
+    ]
+    if auth_users is not None:
+        (directory / "userlist.txt").write_text("".join(f'"{u}" "{p}"\n' for u, p in auth_users.items()))
+        lines.append(f"auth_file = {directory / 'userlist.txt'}")
+    lines += [
+        f"pool_mode = {mode}",
+        f"default_pool_size = {pool_size}",
+        f"reserve_pool_size = {max_overflow}",
+        "reserve_pool_timeout = 0.1",
+        f"max_client_conn = {max_client_conn}",
+        f"query_wait_timeout = {max(1, round(_seconds(pool_timeout)))}",
+        "server_reset_query = DISCARD ALL",
+        "ignore_startup_parameters = extra_float_digits",
+        *extra_lines,
+    ]
+    config = directory / "pgbouncer.ini"
+    config.write_text("\n".join(lines) + "\n")
+    return config
 
 
 def _libpq_to_bouncer(dsn: str) -> str:

@@ -189,4 +189,47 @@ import Testing
         #expect(outcome.status == 0, "\(outcome.stderr)")
         #expect(outcome.stderr.isEmpty)
     }
+
+    @Test func checkConfigAndConvertConfigReadAPgBouncerINI() throws {
+        let userlist = try TemporaryFile("\"app\" \"secret\"\n", suffix: ".txt")
+        let ini = try TemporaryFile(
+            """
+            [databases]
+            app = host=127.0.0.1 port=5433 dbname=appdb password=hunter2secret pool_size=3
+            * = host=127.0.0.1
+            [pgbouncer]
+            listen_addr = 127.0.0.1
+            listen_port = 6499
+            auth_type = md5
+            auth_file = \(userlist.path)
+            pool_mode = transaction
+            logfile = /var/log/pgbouncer.log
+            """,
+            suffix: ".ini"
+        )
+        let check = try Self.lifeguard(["check-config", ini.path])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(
+            check.stderrLines == [
+                "warning: \(ini.path):10: logfile: not supported by Lifeguard, ignored: "
+                    + "Lifeguard logs to stderr (collect it from there)"
+            ]
+        )
+        #expect(check.stdout.contains("pool_size = 20  # PgBouncer default\n"))
+        #expect(check.stdout.contains("listen = \"127.0.0.1:6499\"  # \(ini.path):5\n"))
+        #expect(!check.stdout.contains("hunter2"))
+
+        let convert = try Self.lifeguard(["convert-config", ini.path])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stderr == check.stderr)
+        #expect(convert.stdout.contains("#   \(ini.path):10: logfile: not supported by Lifeguard"))
+        #expect(convert.stdout.contains("pool_size = 20  # PgBouncer default; PgBouncer default_pool_size"))
+        #expect(!convert.stdout.contains("hunter2"))
+
+        let refused = try TemporaryFile("[databases]\n* = host=db\n[pgbouncer]\nauth_type = hba\n", suffix: ".ini")
+        let bad = try Self.lifeguard(["convert-config", refused.path])
+        #expect(bad.status == 2)
+        #expect(bad.stdout.isEmpty)
+        #expect(bad.stderrLines.contains { $0.hasPrefix("\(refused.path):4: auth_type: hba is not supported") })
+    }
 }
