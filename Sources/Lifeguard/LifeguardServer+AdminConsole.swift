@@ -5,41 +5,27 @@ import Proxy
 import ServiceLifecycle
 
 extension LifeguardServer {
-    /// The admin console's `RELOAD` (as SIGHUP) and `SHUTDOWN` (as SIGTERM: stop accepting, let transactions finish up
-    /// to `drain_timeout`, then stop).
-    static func consoleHooks(state: ServerState, group: ServiceGroup, logger: Logger) -> AdminConsoleHooks {
+    /// The admin console's `RELOAD` (as SIGHUP) and `SHUTDOWN` (plain: at once, as SIGQUIT; `WAIT_FOR_SERVERS` as
+    /// SIGINT; `WAIT_FOR_CLIENTS` as SIGTERM).
+    static func consoleHooks(
+        state: ServerState,
+        proxy: ProxyServer,
+        group: ServiceGroup,
+        logger: Logger
+    ) -> AdminConsoleHooks {
         AdminConsoleHooks(
-            reload: { ConfigurationReloader(state: state, logger: logger).reloadFromConsole() },
+            reload: { ConfigurationReloader(state: state, logger: logger).reload(trigger: "RELOAD") },
             shutdown: { mode in
                 logger.info("SHUTDOWN from the admin console", metadata: ["mode": "\(mode.rawValue)"])
+                let shutdown: ProxyServer.ShutdownMode =
+                    switch mode {
+                    case .immediate: .immediate
+                    case .waitForServers: .waitForServers
+                    case .waitForClients: .waitForClients
+                    }
+                guard proxy.requestShutdown(shutdown) else { return }
                 Task { await group.triggerGracefulShutdown() }
             }
         )
-    }
-}
-
-extension ConfigurationReloader {
-    /// One reload, as on SIGHUP; false when the new configuration was refused (the reason is logged).
-    func reloadFromConsole() -> Bool {
-        let current = self.state.configuration
-        let next: LifeguardConfiguration
-        do {
-            next = try current.reloaded()
-        } catch {
-            for line in error.lines { self.logger.error("reload failed: \(line)") }
-            self.logger.error("reload failed: keeping the configuration in force")
-            self.state.metrics.setConfigReloadSuccessful(false)
-            return false
-        }
-        do {
-            try self.state.reload(next)
-        } catch {
-            self.logger.error("reload failed: \(error)")
-            self.state.metrics.setConfigReloadSuccessful(false)
-            return false
-        }
-        self.state.metrics.setConfigReloadSuccessful(true)
-        self.logger.info("configuration reloaded (RELOAD on the admin console)")
-        return true
     }
 }

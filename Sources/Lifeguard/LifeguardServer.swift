@@ -61,7 +61,7 @@ struct LifeguardServer {
         state.attach(exporter)
         Self.warnAboutCertificates(self.configuration, logger: logger)
         // Trapped before anything answers, so that a signal sent once /healthz answers is always handled.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sigusr1, .sigusr2)
         let trigger = ShutdownTrigger()
         let group = ServiceGroup(
             configuration: .init(
@@ -79,7 +79,7 @@ struct LifeguardServer {
             )
         )
         trigger.group.withLock { $0 = group }
-        proxy.setConsoleHooks(Self.consoleHooks(state: state, group: group, logger: logger))
+        proxy.setConsoleHooks(Self.consoleHooks(state: state, proxy: proxy, group: group, logger: logger))
         do {
             try await group.run()
         } catch let error as MetricsServerError {
@@ -276,31 +276,39 @@ struct ConfigurationReloader: Service {
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         for await _ in hangups.cancelOnGracefulShutdown() {
-            let current = self.state.configuration
-            let next: LifeguardConfiguration
-            do {
-                next = try current.reloaded()
-            } catch {
-                for line in error.lines { self.logger.error("reload failed: \(line)") }
-                self.failed()
-                continue
-            }
-            if next.listen != current.listen || next.metricsListen != current.metricsListen {
-                self.logger.warning("listen and metrics_listen changes take effect after a restart")
-            }
-            do {
-                try self.state.reload(next)
-            } catch {
-                self.logger.error("reload failed: \(error)")
-                self.failed()
-                continue
-            }
-            self.state.metrics.setConfigReloadSuccessful(true)
-            LifeguardServer.warnAboutCertificates(next, logger: self.logger)
-            // As at start: a setting the file names but Lifeguard does without (a pgbouncer.ini's logfile).
-            for warning in next.provenance.warnings { self.logger.warning("\(warning)") }
-            self.logger.info("configuration reloaded")
+            self.reload(trigger: "SIGHUP")
         }
+    }
+
+    /// One reload from the same sources (SIGHUP, or RELOAD on the admin console); false when the new configuration
+    /// was refused (the reason is logged).
+    @discardableResult
+    func reload(trigger: String) -> Bool {
+        let current = self.state.configuration
+        let next: LifeguardConfiguration
+        do {
+            next = try current.reloaded()
+        } catch {
+            for line in error.lines { self.logger.error("reload failed: \(line)") }
+            self.failed()
+            return false
+        }
+        if next.listen != current.listen || next.metricsListen != current.metricsListen {
+            self.logger.warning("listen and metrics_listen changes take effect after a restart")
+        }
+        do {
+            try self.state.reload(next)
+        } catch {
+            self.logger.error("reload failed: \(error)")
+            self.failed()
+            return false
+        }
+        self.state.metrics.setConfigReloadSuccessful(true)
+        LifeguardServer.warnAboutCertificates(next, logger: self.logger)
+        // As at start: a setting the file names but Lifeguard does without (a pgbouncer.ini's logfile).
+        for warning in next.provenance.warnings { self.logger.warning("\(warning)") }
+        self.logger.info("configuration reloaded", metadata: ["trigger": "\(trigger)"])
+        return true
     }
 
     private func failed() {
@@ -314,7 +322,7 @@ final class ShutdownTrigger: Sendable {
     let group = Mutex<ServiceGroup?>(nil)
 }
 
-/// PgBouncer's shutdown signals (1.23 and later): SIGINT waits for server connections to be released (idle clients
+/// PgBouncer's signals (1.23 and later): SIGUSR1 pauses and SIGUSR2 resumes every database; SIGINT waits for server connections to be released (idle clients
 /// are closed at once, the others when their transaction ends), SIGTERM waits for clients to leave, both for up to
 /// `drain_timeout`; SIGQUIT, or a second SIGINT or SIGTERM, closes everything at once. `/metrics` answers until the
 /// process exits.
@@ -326,6 +334,20 @@ struct SignalHandler: Service {
 
     func run() async throws {
         for await signal in self.signals.cancelOnGracefulShutdown() {
+            if signal == .sigusr1 || signal == .sigusr2 {
+                // PAUSE and RESUME of every database, as on the admin console.
+                let pause = signal == .sigusr1
+                let logger = self.logger
+                self.logger.info("\(signal): \(pause ? "PAUSE" : "RESUME")")
+                self.proxy.pauseAll(pause) { problem in
+                    if let problem {
+                        logger.warning("\(signal): \(problem)")
+                    } else {
+                        logger.info(pause ? "paused: every server connection released" : "resumed")
+                    }
+                }
+                continue
+            }
             let mode: ProxyServer.ShutdownMode =
                 switch signal {
                 case .sigterm: .waitForClients

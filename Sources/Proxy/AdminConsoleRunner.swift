@@ -84,7 +84,7 @@ final class AdminConsoleRunner: Sendable {
 
     // MARK: Commands
 
-    private func run(
+    func run(
         _ command: AdminCommand,
         context: ProxyContext,
         eventLoop: any EventLoop,

@@ -158,6 +158,19 @@ public final class ProxyServer: Sendable {
         }
     }
 
+    /// `PAUSE` (SIGUSR1) or `RESUME` (SIGUSR2) of every database, as on the admin console; `done` gets the console's
+    /// answer: nil once done (for PAUSE: every server connection released), else the error's message.
+    public func pauseAll(_ pause: Bool, done: @escaping @Sendable (String?) -> Void) {
+        let eventLoop = self.context.group.next()
+        self.context.console.run(
+            pause ? .pause(database: nil) : .resume(database: nil),
+            context: self.context,
+            eventLoop: eventLoop
+        ) { reply in
+            if case .error(let error) = reply { done(error.message) } else { done(nil) }
+        }
+    }
+
     /// What the admin console's `RELOAD` and `SHUTDOWN` do.
     public func setConsoleHooks(_ hooks: AdminConsoleHooks) {
         self.context.console.setHooks(hooks)

@@ -246,3 +246,28 @@ def test_sigquit_or_a_second_signal_exits_at_once(pooler, signals):
             conn.execute("select 1")
     finally:
         conn.close()
+
+
+def test_sigusr1_pauses_and_sigusr2_resumes(pooler):
+    targets.require_lifeguard("PgBouncer's SIGUSR1/SIGUSR2")
+    target = pooler(mode="transaction", pool_size=2, pool_timeout="20s")
+    pool = {"database": "appdb", "user": "app"}
+    with target.connect() as warm:
+        warm.execute("select 1")
+    target.signal(signal.SIGUSR1)
+    harness.wait_until(lambda: target.metrics().value("lifeguard_pool_paused", **pool) == 1, 10,
+                       what="lifeguard_pool_paused 1 after SIGUSR1")
+    result: list = []
+
+    def query():
+        with target.connect() as c:
+            result.append(c.execute("select 'after resume'").fetchone())
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    time.sleep(1.0)
+    assert result == [], "a query ran while paused"
+    target.signal(signal.SIGUSR2)
+    worker.join(10)
+    assert result == [("after resume",)]
+    assert target.metrics().value("lifeguard_pool_paused", **pool) == 0
