@@ -82,7 +82,6 @@ public enum AdminDecision: Sendable, Equatable {
         case .set(let key, _):
             if AdminFakeParameter(name: key) != nil { return .reply(.notice("SET ignored", detail: nil, tag: "SET")) }
             return .reply(.error(.notImplemented("SET \(key)")))
-        case .reconnect: return .reply(.error(.notImplemented("RECONNECT")))
         case .kill: return .reply(.error(.notImplemented("KILL")))
         case .waitClose: return .reply(.error(.notImplemented("WAIT_CLOSE")))
         case .suspend: return .reply(.error(.notImplemented("SUSPEND")))
@@ -92,7 +91,7 @@ public enum AdminDecision: Sendable, Equatable {
                 return .reply(.error(AdminError(message: "invalid client pointer supplied")))
             }
             return .run(command)
-        case .pause, .resume, .disable, .enable, .reload, .shutdown:
+        case .pause, .resume, .disable, .enable, .reload, .shutdown, .reconnect:
             return .run(command)
         }
     }

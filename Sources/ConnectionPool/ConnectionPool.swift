@@ -263,6 +263,11 @@ where Clock.Instant == ContinuousClock.Instant {
         self.handle(.reconfigure(configuration))
     }
 
+    /// Retires every connection opened so far: idle ones now, the others when they come back (``PoolEvent/reconnect``).
+    public func reconnect() {
+        self.handle(.reconnect)
+    }
+
     /// Stops handing out connections and fails the waiters, closes idle connections, waits up to `drainTimeout`
     /// (on the pool's clock) for leased ones to come back, then closes those too; cancelling the calling task ends
     /// the wait at once. Returns when no connection is left (connects still in flight are closed when they finish).

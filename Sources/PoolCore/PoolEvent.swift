@@ -30,6 +30,9 @@ public enum PoolEvent: Sendable, Equatable {
     case timerFired(PoolTimer)
     /// New settings (configuration reload).
     case reconfigure(PoolConfiguration)
+    /// Every connection opened (or being opened) so far is stale: its server address or credentials changed, or an
+    /// operator asked (`RECONNECT`). Idle ones close now, the others when they come back; as `pool_recycle`.
+    case reconnect
     /// Stop handing out, fail the waiters, close idle connections now and the others when they come back.
     case shutdown
     /// The drain timeout passed: close leased connections too.

@@ -31,6 +31,8 @@ public struct PoolStateMachine: Sendable {
     private(set) var counts = PoolStats()
     var random: SplitMix64
     private var nextConnectionID = 0
+    /// Connections with a lower id are stale (``PoolEvent/reconnect``).
+    private var staleBelow = 0
     private var nextTimerID = 0
     private var nextSeq = 0
     /// Collects the actions of the event being handled (the caller's buffer, lent by `handle`).
@@ -93,6 +95,8 @@ public struct PoolStateMachine: Sendable {
             self.timerFired(timer, now: now)
         case .reconfigure(let configuration):
             self.reconfigure(configuration, now: now)
+        case .reconnect:
+            self.reconnect(now: now)
         case .shutdown:
             self.shutdown()
         case .closeLeased:
@@ -234,7 +238,12 @@ public struct PoolStateMachine: Sendable {
 
     private mutating func pingSucceeded(_ id: ConnectionID, now: PoolInstant) {
         guard case .pinging(let pinging) = self.connections[id] else { return }
-        if let waiter = pinging.waiter, self.isAcceptingRequests {
+        if let waiter = pinging.waiter, self.isAcceptingRequests, id.rawValue < self.staleBelow {
+            // Went stale while being checked: the waiter keeps its place for a fresh one.
+            self.close(id, .recycle)
+            self.requeue(waiter)
+            self.afterClose(now: now)
+        } else if let waiter = pinging.waiter, self.isAcceptingRequests {
             self.lease(id, openedAt: pinging.openedAt, to: waiter, now: now)
         } else {
             self.connectionAvailable(id, openedAt: pinging.openedAt, now: now)
@@ -376,7 +385,7 @@ public struct PoolStateMachine: Sendable {
             case .idle(let idle) = self.connections[id]
         {
             if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
-            if let recycle = self.configuration.poolRecycle, now - idle.openedAt > recycle {
+            if self.isStale(id, openedAt: idle.openedAt, now: now) {
                 self.close(id, .recycle)
                 continue
             }
@@ -431,7 +440,7 @@ public struct PoolStateMachine: Sendable {
             self.checkShutdownComplete()
             return
         }
-        if let recycle = self.configuration.poolRecycle, now - openedAt > recycle {
+        if self.isStale(id, openedAt: openedAt, now: now) {
             self.close(id, .recycle)
             self.afterClose(now: now)
             return
@@ -470,6 +479,25 @@ public struct PoolStateMachine: Sendable {
         self.emit(.lease(id, to: waiter.request))
         self.observe(.leased(waited: now - waiter.since))
         if let leakTimer { self.emit(.scheduleTimer(leakTimer)) }
+    }
+
+    /// Older than `pool_recycle`, or opened before a ``PoolEvent/reconnect``.
+    private func isStale(_ id: ConnectionID, openedAt: PoolInstant, now: PoolInstant) -> Bool {
+        if id.rawValue < self.staleBelow { return true }
+        if let recycle = self.configuration.poolRecycle, now - openedAt > recycle { return true }
+        return false
+    }
+
+    private mutating func reconnect(now: PoolInstant) {
+        guard self.isAcceptingRequests else { return }
+        self.staleBelow = self.nextConnectionID
+        for id in self.connections.keys.sorted() {
+            guard case .idle(let idle) = self.connections[id] else { continue }
+            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            self.close(id, .recycle)
+        }
+        // Waiters and min_size get new connections, to the new address.
+        self.afterClose(now: now)
     }
 
     private mutating func afterClose(now: PoolInstant) {

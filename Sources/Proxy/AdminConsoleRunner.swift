@@ -141,6 +141,10 @@ final class AdminConsoleRunner: Sendable {
             }
             self.state.withLock { _ = $0.disabled.remove(database) }
             reply(.done(tag: "ENABLE"))
+        case .reconnect(let database):
+            // New server connections for every client from now on; those in use close when they come back.
+            for pool in context.pools where database == nil || pool.key.database == database { pool.pool.reconnect() }
+            reply(.done(tag: "RECONNECT"))
         case .killClient(let argument):
             guard let id = Int(argument), context.clients.kill(id) else {
                 return reply(.error(AdminError(message: "client not found")))

@@ -98,6 +98,12 @@ final class ProxyPool: Sendable {
         if old.configuration != route.configuration {
             self.pool.reconfigure(route.configuration)
         }
+        // Another server (a switchover behind PAUSE, RELOAD, RESUME): no client gets a connection to the old one.
+        if old.upstream != route.upstream || old.serverDatabase != route.serverDatabase
+            || old.serverUser != route.serverUser
+        {
+            self.pool.reconnect()
+        }
         self.metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
     }
 }

@@ -69,7 +69,7 @@ import Testing
 
     @Test("commands Lifeguard does not carry out say so, never pretend")
     func notImplemented() {
-        for query in ["RECONNECT", "KILL", "WAIT_CLOSE appdb", "SUSPEND", "SET pool_size = 3"] {
+        for query in ["KILL", "WAIT_CLOSE appdb", "SUSPEND", "SET pool_size = 3"] {
             guard case .reply(.error(let error)) = AdminDecision.decide(query, access: .admin) else {
                 Issue.record("\(query) was not refused")
                 continue

@@ -78,8 +78,8 @@ def test_psycopg_simple_protocol_and_fake_parameters(proxy):
         assert result.fname(0) == b"list" and result.ftype(1) == 23
         with pytest.raises(psycopg.errors.ProtocolViolation, match="invalid command 'SHOW NOTHING'"):
             conn.execute("SHOW NOTHING")
-        with pytest.raises(psycopg.errors.FeatureNotSupported, match="RECONNECT is not supported"):
-            conn.execute("RECONNECT")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="WAIT_CLOSE is not supported"):
+            conn.execute("WAIT_CLOSE")
         assert show(conn, "POOLS")[0][0] == "database"
 
 
@@ -323,3 +323,40 @@ def _can_connect(target) -> bool:
         return True
     except psycopg.Error:
         return False
+
+
+def test_switchover_with_pause_reload_resume_under_pgbench(pooler, postgres, tmp_path):
+    """The zero-downtime database switchover PgBouncer users run: PAUSE, point [databases] at another server,
+    RELOAD, RESUME, while pgbench keeps going: no client transaction fails, and the new server takes the traffic."""
+    targets.require_lifeguard("its admin console")
+    other = harness.PostgresServer()
+    try:
+        other.start()
+        env = harness.clean_env()
+        for server in (postgres, other):
+            subprocess.run([str(harness.PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", server.host, "-p",
+                            str(server.port), "-U", "app", "appdb"], env=env, check=True, capture_output=True,
+                           timeout=120)
+        target = pooler(mode="transaction", pool_size=4, pool_timeout="30s", settings_in_file=True,
+                        databases={"appdb": postgres.kv_dsn(user="app", dbname="appdb")}, extra=CONSOLE_FLAGS)
+        original = target.config_path.read_text()
+        bench = subprocess.Popen([str(harness.PG_BIN / "pgbench"), "-n", "-c", "8", "-j", "2", "-T", "8",
+                                  "-h", target.host, "-p", str(target.port), "-U", "app", "appdb"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2.5)
+        with console(target) as admin:
+            admin.execute("PAUSE")
+            target.config_path.write_text(original.replace(f"port={postgres.port}", f"port={other.port}"))
+            admin.execute("RELOAD")
+            admin.execute("RESUME")
+        out, _ = bench.communicate(timeout=60)
+        assert bench.returncode == 0, out
+        processed = int(out.split("number of transactions actually processed: ")[1].split()[0])
+        failed = out.split("number of failed transactions: ")[1].split()[0] if "failed transactions" in out else "0"
+        assert failed == "0", out
+        moved = int(other.psql("select count(*) from pgbench_history", user="app"))
+        stayed = int(postgres.psql("select count(*) from pgbench_history", user="app"))
+        assert moved > 0, f"nothing reached the new server\n{out}"
+        assert moved + stayed == processed, (moved, stayed, processed)
+    finally:
+        other.cleanup()

@@ -159,6 +159,9 @@ struct RandomPoolDriver {
             if self.next(5) == 0 {
                 let configuration = Self.randomConfiguration(&self.random)
                 try self.apply(.reconfigure(configuration))
+            } else if self.next(4) == 0 {
+                // The server address changed, or RECONNECT.
+                try self.apply(.reconnect)
             }
         default:
             try self.fireStaleTimer()
@@ -245,7 +248,7 @@ struct RandomPoolDriver {
         case .reconfigure(let configuration):
             let limit = configuration.normalized().maxConnections
             if self.open.count + self.connecting.count > limit { self.aboveLimitAfterShrink = true }
-        case .timerFired, .requestCancelled, .start, .shutdown, .closeLeased:
+        case .timerFired, .requestCancelled, .start, .shutdown, .closeLeased, .reconnect:
             break
         }
         let actions = self.pool.send(event)

@@ -175,6 +175,44 @@ import Testing
         )
     }
 
+    // MARK: reconnect
+
+    /// A changed server address (or RECONNECT): idle connections close now, leased ones when given back, connects in
+    /// flight when they complete; connections opened afterwards are fresh.
+    @Test func reconnectRetiresEveryConnectionOpenedBefore() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        pool.leaseFresh(2)
+        _ = pool.release(1)
+        _ = pool.request(2)  // C1 is idle, so R2 gets it
+        _ = pool.release(1)
+        #expect(pool.stats.idle == 1 && pool.stats.checkedOut == 1)
+        _ = pool.request(3)
+        _ = pool.request(4)  // C1 to R3; R4 makes the pool open C2
+        let reconnect = pool.send(.reconnect)
+        #expect(reconnect.isEmpty, "nothing idle: \(reconnect)")
+        // The connect that was in flight is stale too: closed once it is up, and R4 gets a new one.
+        let established = pool.establish(2)
+        #expect(established.contains(.close(C(2), .recycle)))
+        #expect(established.contains(.createConnection(C(3))))
+        #expect(pool.release(0).contains(.close(C(0), .recycle)))
+        #expect(pool.release(1).contains(.close(C(1), .recycle)))
+        // The fresh connection serves and stays.
+        let fresh = pool.establish(3)
+        #expect(fresh.contains(.lease(C(3), to: R(4))))
+        #expect(!pool.release(3).contains(.close(C(3), .recycle)))
+        #expect(pool.stats.idle == 1)
+    }
+
+    @Test func reconnectClosesIdleConnectionsAtOnce() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
+        pool.leaseFresh(2)
+        _ = pool.release(0)
+        _ = pool.release(1)
+        let actions = pool.send(.reconnect)
+        #expect(actions.contains(.close(C(0), .recycle)) && actions.contains(.close(C(1), .recycle)))
+        #expect(pool.stats.idle == 0)
+    }
+
     // MARK: pre_ping
 
     @Test func recentlyUsedConnectionIsHandedOutWithoutPing() {
