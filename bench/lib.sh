@@ -38,7 +38,7 @@ lifeguard_binary() {
         [[ -x $LIFEGUARD_BIN ]] || die "LIFEGUARD_BIN=$LIFEGUARD_BIN is not an executable"
         LIFEGUARD="$LIFEGUARD_BIN"
     else
-        apt_install_missing pkg-config libpq-dev libmicrohttpd-dev
+        apt_install_missing pkg-config libpq-dev libmicrohttpd-dev libgnutls28-dev libcrypt-dev
         swift_build -c release --product lifeguard || die "the release build failed or has warnings (log: $BUILD_LOG)"
         LIFEGUARD="$(swift_bin_path -c release)/lifeguard"
     fi
