@@ -333,15 +333,18 @@ def test_switchover_with_pause_reload_resume_under_pgbench(pooler, postgres, tmp
     try:
         other.start()
         env = harness.clean_env()
+        # pgbench's tables in a schema of their own on the shared server, so that other tests' pgbench -i work.
+        user = targets.role(postgres, "switchover")
+        other.psql(f"CREATE ROLE {user} LOGIN; CREATE SCHEMA {user} AUTHORIZATION {user}", user=other.superuser)
         for server in (postgres, other):
             subprocess.run([str(harness.PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", server.host, "-p",
-                            str(server.port), "-U", "app", "appdb"], env=env, check=True, capture_output=True,
+                            str(server.port), "-U", user, "appdb"], env=env, check=True, capture_output=True,
                            timeout=120)
         target = pooler(mode="transaction", pool_size=4, pool_timeout="30s", settings_in_file=True,
-                        databases={"appdb": postgres.kv_dsn(user="app", dbname="appdb")}, extra=CONSOLE_FLAGS)
+                        databases={"appdb": postgres.kv_dsn(user=user, dbname="appdb")}, extra=CONSOLE_FLAGS)
         original = target.config_path.read_text()
         bench = subprocess.Popen([str(harness.PG_BIN / "pgbench"), "-n", "-c", "8", "-j", "2", "-T", "8",
-                                  "-h", target.host, "-p", str(target.port), "-U", "app", "appdb"],
+                                  "-h", target.host, "-p", str(target.port), "-U", user, "appdb"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(2.5)
         with console(target) as admin:
@@ -354,8 +357,8 @@ def test_switchover_with_pause_reload_resume_under_pgbench(pooler, postgres, tmp
         processed = int(out.split("number of transactions actually processed: ")[1].split()[0])
         failed = out.split("number of failed transactions: ")[1].split()[0] if "failed transactions" in out else "0"
         assert failed == "0", out
-        moved = int(other.psql("select count(*) from pgbench_history", user="app"))
-        stayed = int(postgres.psql("select count(*) from pgbench_history", user="app"))
+        moved = int(other.psql("select count(*) from pgbench_history", user=user))
+        stayed = int(postgres.psql("select count(*) from pgbench_history", user=user))
         assert moved > 0, f"nothing reached the new server\n{out}"
         assert moved + stayed == processed, (moved, stayed, processed)
     finally:

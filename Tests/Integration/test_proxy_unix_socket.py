@@ -40,11 +40,12 @@ def test_psql_psycopg_and_pgbench_over_the_unix_socket(pooler, postgres, socket_
         # The client is counted like any other.
         assert target.metrics().value("lifeguard_client_connections", state="idle") >= 1
 
+    user = targets.role(postgres, "unix_bench")  # pgbench's tables in a schema of its own
     subprocess.run([str(harness.PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", postgres.host, "-p",
-                    str(postgres.port), "-U", "app", "appdb"], env=harness.clean_env(), check=True,
+                    str(postgres.port), "-U", user, "appdb"], env=harness.clean_env(), check=True,
                    capture_output=True, timeout=120)
     r = subprocess.run([str(harness.PG_BIN / "pgbench"), "-n", "-S", "-c", "6", "-j", "2", "-t", "50", "-h",
-                        str(socket_dir), "-p", str(target.port), "-U", "app", "appdb"],
+                        str(socket_dir), "-p", str(target.port), "-U", user, "appdb"],
                        env=harness.clean_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "processed: 300/300" in r.stdout, r.stdout + r.stderr
 
