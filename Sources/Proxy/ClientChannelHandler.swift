@@ -637,31 +637,27 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     /// The first byte of a TLS handshake record.
     private static let tlsHandshakeRecord: UInt8 = 0x16
 
-    /// After the `S` went out in plain text: what the client sends next is TLS.
-    private func startTLS() {
-        guard let tls = self.tls, let context = self.context else { return }
+    /// After the `S` went out in plain text: what the client sends next is TLS. False (and the client closed) when
+    /// the TLS handler could not be added.
+    @discardableResult
+    private func startTLS() -> Bool {
+        guard let tls = self.tls, let context = self.context else { return false }
         do {
             try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+            return true
         } catch {
             self.closeAfterFlush()
+            return false
         }
     }
 
     /// The bytes read so far are the start of a handshake: they go through the TLS handler, from the head.
     private func startDirectTLS() {
-        guard let tls = self.tls, let context = self.context else { return }
         self.directTLS = true
         let buffered = self.frames.takeAll()
-        do {
-            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
-        } catch {
-            self.closeAfterFlush()
-            return
-        }
-        if let buffered {
-            context.pipeline.syncOperations.fireChannelRead(NIOAny(buffered))
-            context.pipeline.syncOperations.fireChannelReadComplete()
-        }
+        guard self.startTLS(), let context = self.context, let buffered else { return }
+        context.pipeline.syncOperations.fireChannelRead(NIOAny(buffered))
+        context.pipeline.syncOperations.fireChannelReadComplete()
     }
 
     // MARK: Writing and leaving

@@ -71,9 +71,7 @@ struct ClientTLS: Sendable {
                 throw ClientTLSError("client_tls_ca_file \"\(caFile)\": not a readable PEM certificate (\(error))")
             }
             guard !roots.isEmpty else { throw ClientTLSError("client_tls_ca_file \"\(caFile)\": holds no certificate") }
-            for root in roots {
-                expiries.append((caFile, Date(timeIntervalSince1970: TimeInterval(root.notValidAfter))))
-            }
+            if let earliest = ServerTLS.earliestExpiry(roots) { expiries.append((caFile, earliest)) }
             tls.trustRoots = .certificates(roots)
             // A client certificate is required and must chain to these CAs; names are Lifeguard's to check.
             tls.certificateVerification = .noHostnameVerification

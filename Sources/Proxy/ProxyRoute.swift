@@ -30,6 +30,14 @@ extension LifeguardConfiguration {
     /// The name `lifeguard_upstream_up{upstream}` and logs use for the `upstream` setting.
     public static let defaultUpstreamName = "default"
 
+    /// Every upstream: the `upstream` setting as "default", then each `[databases.NAME]` as NAME.
+    public var upstreams: [(name: String, conninfo: ConnInfo)] {
+        var result: [(name: String, conninfo: ConnInfo)] = []
+        if let upstream = self.upstream { result.append((Self.defaultUpstreamName, upstream)) }
+        for database in self.databases { result.append((database.name, database.dsn)) }
+        return result
+    }
+
     /// Routes a client: a `[databases.NAME]` entry for its database wins; else the `upstream` DSN passes the client's
     /// database and user through unless the DSN itself pins them (written in the connection string).
     public func route(database: String, user: String) -> Result<ProxyRoute, ProxyRouteError> {

@@ -256,12 +256,11 @@ public final class ProxyServer: Sendable {
         } catch {
             problems.append(error.description)
         }
-        var upstreams: [(String, ConnInfo)] = configuration.upstream.map { [("upstream", $0)] } ?? []
-        upstreams += configuration.databases.map { ("databases.\($0.name).dsn", $0.dsn) }
-        for (key, dsn) in upstreams {
+        for (name, dsn) in configuration.upstreams {
             do throws(ServerTLSError) {
                 _ = try ServerTLS(dsn: dsn)
             } catch {
+                let key = name == LifeguardConfiguration.defaultUpstreamName ? "upstream" : "databases.\(name).dsn"
                 problems.append("\(key): \(error.description)")
             }
         }
@@ -274,9 +273,7 @@ public final class ProxyServer: Sendable {
     {
         var found: [(file: String, notAfter: Date)] = []
         if let tls = try? ClientTLS.load(configuration.clientTLS) { found += tls.expiries }
-        var upstreams: [ConnInfo] = configuration.upstream.map { [$0] } ?? []
-        upstreams += configuration.databases.map(\.dsn)
-        for dsn in upstreams {
+        for (_, dsn) in configuration.upstreams {
             if let tls = try? ServerTLS(dsn: dsn) { found += tls.expiries }
         }
         var earliest: [String: Date] = [:]

@@ -90,10 +90,9 @@ struct ServerTLS: Sendable {
         var roots: CertificateStore?
         var expiries: [(file: String, notAfter: Date)] = []
         if let rootPath, mode == .require || mode == .verifyCA || mode == .verifyFull {
-            roots = try Self.loadRoots(rootPath)
-            if rootPath != "system", let earliest = Self.earliestExpiry(rootPath) {
-                expiries.append((rootPath, earliest))
-            }
+            let (store, earliest) = try Self.loadRoots(rootPath)
+            roots = store
+            if let earliest { expiries.append((rootPath, earliest)) }
         }
 
         var configuration = TLSConfiguration.makeClientConfiguration()
@@ -104,8 +103,9 @@ struct ServerTLS: Sendable {
         if let certPath = dsn.option("sslcert").flatMap({ $0.source == .libpqDefault ? nil : $0.value }) {
             let keyPath = dsn["sslkey"] ?? Self.homeFile("postgresql.key")
             do {
-                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certPath).map { .certificate($0) }
-                if let earliest = Self.earliestExpiry(certPath) { expiries.append((certPath, earliest)) }
+                let chain = try NIOSSLCertificate.fromPEMFile(certPath)
+                configuration.certificateChain = chain.map { .certificate($0) }
+                if let earliest = Self.earliestExpiry(chain) { expiries.append((certPath, earliest)) }
             } catch {
                 throw ServerTLSError("could not load client certificate file \"\(certPath)\": \(error)")
             }
@@ -130,15 +130,14 @@ struct ServerTLS: Sendable {
         return "\(home)/.postgresql/\(name)"
     }
 
-    /// The earliest notAfter among the certificates of a PEM file.
-    static func earliestExpiry(_ path: String) -> Date? {
-        (try? NIOSSLCertificate.fromPEMFile(path))?.map { Date(timeIntervalSince1970: TimeInterval($0.notValidAfter)) }
-            .min()
+    /// The earliest notAfter among `certificates` (a file's chain or bundle).
+    static func earliestExpiry(_ certificates: [NIOSSLCertificate]) -> Date? {
+        certificates.map { Date(timeIntervalSince1970: TimeInterval($0.notValidAfter)) }.min()
     }
 
-    /// The CAs of a PEM file, or the system's (`system`).
-    private static func loadRoots(_ path: String) throws(ServerTLSError) -> CertificateStore {
-        if path == "system" { return CertificateStore.systemTrustRoots }
+    /// The CAs of a PEM file and the earliest expiry among them, or the system's (`system`, no expiry exported).
+    private static func loadRoots(_ path: String) throws(ServerTLSError) -> (CertificateStore, earliest: Date?) {
+        if path == "system" { return (CertificateStore.systemTrustRoots, nil) }
         let certificates: [NIOSSLCertificate]
         do {
             certificates = try NIOSSLCertificate.fromPEMFile(path)
@@ -146,7 +145,8 @@ struct ServerTLS: Sendable {
             throw ServerTLSError("could not read root certificate file \"\(path)\": \(error)")
         }
         do {
-            return CertificateStore(try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) })
+            let store = CertificateStore(try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) })
+            return (store, Self.earliestExpiry(certificates))
         } catch {
             throw ServerTLSError("could not parse root certificate file \"\(path)\": \(error)")
         }
