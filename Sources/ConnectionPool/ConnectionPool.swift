@@ -72,6 +72,9 @@ where Clock.Instant == ContinuousClock.Instant {
         @usableFromInline var version: UInt64 = 0
         /// The state machine's output, reused from event to event.
         @usableFromInline var actions: [PoolAction] = []
+        /// What an event leaves to do after unlocking, lent out for the event and given back empty, so that a
+        /// checkout allocates no list (empty while lent; a concurrent event then makes its own).
+        @usableFromInline var spareWork: [Work] = []
     }
 
     @usableFromInline
@@ -90,7 +93,7 @@ where Clock.Instant == ContinuousClock.Instant {
 
     /// What to do once the lock is released.
     @usableFromInline
-    enum Work {
+    enum Work: Sendable {
         case background(Background)
         case lease(Connection, LeaseCompletion)
         case fail(LeaseCompletion, PoolError)
@@ -324,13 +327,13 @@ where Clock.Instant == ContinuousClock.Instant {
     /// Feeds one event under the lock (after `prepare`), then runs its actions and reports the stats outside it.
     @inlinable
     func handle(_ event: PoolEvent, prepare: @Sendable (inout State) -> Void = { _ in }) {
-        let (work, stats, version) = self.state.withLock { state in
+        var (work, stats, version) = self.state.withLock { state in
             prepare(&state)
             var actions: [PoolAction] = []
             swap(&actions, &state.actions)
             state.machine.handle(event, now: self.clock.now, into: &actions)
             var work: [Work] = []
-            work.reserveCapacity(actions.count)
+            swap(&work, &state.spareWork)
             for action in actions {
                 Self.resolve(action, in: &state, into: &work)
             }
@@ -338,10 +341,15 @@ where Clock.Instant == ContinuousClock.Instant {
             state.version += 1
             return (work, state.machine.stats, state.version)
         }
-        for item in work {
-            self.run(item)
+        for index in work.indices {
+            self.run(work[index])
         }
         self.deliver(stats, version: version)
+        guard work.capacity > 0 else { return }
+        work.removeAll(keepingCapacity: true)
+        self.state.withLock { state in
+            if state.spareWork.capacity < work.capacity { swap(&work, &state.spareWork) }
+        }
     }
 
     /// Turns ids into the objects the actions need, keeping the maps in step with the state machine.

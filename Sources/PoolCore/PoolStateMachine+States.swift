@@ -49,7 +49,6 @@ extension PoolStateMachine {
         var openedAt: PoolInstant
         /// When it was last used (returned, established or successfully pinged).
         var idleSince: PoolInstant
-        var idleTimer: PoolTimer.ID?
     }
 
     struct Pinging: Sendable, Equatable {

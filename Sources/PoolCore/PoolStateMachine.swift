@@ -34,6 +34,10 @@ public struct PoolStateMachine: Sendable {
     /// Connections with a lower id are stale (``PoolEvent/reconnect``).
     private var staleBelow = 0
     private var nextTimerID = 0
+    /// The one pending `idle_timeout` sweep, if any: set while any connection is idle (and `idleTimeout` is set).
+    /// One timer for the pool rather than one per idle connection, so that a checkout and a return schedule and
+    /// cancel nothing.
+    private var idleSweep: PoolTimer.ID?
     private var nextSeq = 0
     /// Collects the actions of the event being handled (the caller's buffer, lent by `handle`).
     private var actions: [PoolAction] = []
@@ -223,8 +227,8 @@ public struct PoolStateMachine: Sendable {
             }
             if let timer = lease.leakTimer { self.emit(.cancelTimer(timer)) }
             self.observe(.returned(heldFor: now - lease.since))
-        case .idle(let idle):
-            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+        case .idle:
+            break
         case .pinging(let pinging):
             // The ping's answer will find no connection and be ignored.
             if let waiter = pinging.waiter { self.requeue(waiter) }
@@ -268,8 +272,10 @@ public struct PoolStateMachine: Sendable {
         switch timer.kind {
         case .requestTimeout(let request):
             self.requestTimedOut(request, timer: timer.id)
-        case .idleTimeout(let id):
-            self.idleTimedOut(id, timer: timer.id, now: now)
+        case .idleTimeout:
+            guard self.idleSweep == timer.id else { return }
+            self.idleSweep = nil
+            self.closeIdleConnections(now: now)
         case .leak(let id):
             guard case .leased(var lease) = self.connections[id], lease.leakTimer == timer.id else { return }
             lease.leakTimer = nil
@@ -295,15 +301,32 @@ public struct PoolStateMachine: Sendable {
         self.observe(.timedOut)
     }
 
-    private mutating func idleTimedOut(_ id: ConnectionID, timer: PoolTimer.ID, now: PoolInstant) {
-        guard case .idle(var idle) = self.connections[id], idle.idleTimer == timer else { return }
-        if self.counts.open > self.configuration.minSize {
-            self.close(id, .idle)
-        } else if let idleTimeout = self.configuration.idleTimeout {
-            // Kept for min_size; look again later in case the pool has grown by then.
-            idle.idleTimer = self.schedule(.idleTimeout(id), at: now + idleTimeout)
-            self.setState(id, .idle(idle))
+    /// Closes the connections idle for `idle_timeout` or longer, least recently used first, down to `min_size`;
+    /// then sweeps again when the next one is due.
+    private mutating func closeIdleConnections(now: PoolInstant) {
+        guard let idleTimeout = self.configuration.idleTimeout, self.isAcceptingRequests else { return }
+        var keptForMinSize = false
+        var index = 0
+        // `idleOrder` is sorted by idle time: the first connection not yet due ends the sweep.
+        while index < self.idleOrder.count, now - self.idleOrder[index].since >= idleTimeout {
+            if self.counts.open > self.configuration.minSize {
+                self.close(self.idleOrder[index].id, .idle)
+            } else {
+                keptForMinSize = true
+                index += 1
+            }
         }
+        var next = index < self.idleOrder.count ? self.idleOrder[index].since + idleTimeout : nil
+        // Kept for min_size: look again later in case the pool has grown by then.
+        if keptForMinSize { next = min(next ?? now + idleTimeout, now + idleTimeout) }
+        if let next { self.idleSweep = self.schedule(.idleTimeout, at: next) }
+    }
+
+    /// A connection became idle at `since`: makes sure a sweep is pending. A pending one is never later than
+    /// this connection's deadline, as every idle connection became idle at `since` or before.
+    private mutating func sweepIdle(since: PoolInstant) {
+        guard self.idleSweep == nil, let idleTimeout = self.configuration.idleTimeout else { return }
+        self.idleSweep = self.schedule(.idleTimeout, at: since + idleTimeout)
     }
 
     private mutating func reconfigure(_ configuration: PoolConfiguration, now: PoolInstant) {
@@ -311,23 +334,16 @@ public struct PoolStateMachine: Sendable {
         self.configuration = configuration.normalized()
         guard self.isAcceptingRequests else { return }
         if old.idleTimeout != self.configuration.idleTimeout {
-            for id in self.connections.keys.sorted() {
-                guard case .idle(var idle) = self.connections[id] else { continue }
-                if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
-                idle.idleTimer = self.configuration.idleTimeout.map {
-                    self.schedule(.idleTimeout(id), at: idle.idleSince + $0)
-                }
-                self.setState(id, .idle(idle))
-            }
+            if let timer = self.idleSweep { self.emit(.cancelTimer(timer)) }
+            self.idleSweep = nil
+            if let oldest = self.idleOrder.first { self.sweepIdle(since: oldest.since) }
         }
         // Shrink: idle connections go first, least recently used first; leased ones close when they come back.
         while self.counts.idle > self.configuration.poolSize
             || (self.counts.idle > 0
                 && self.counts.open + self.counts.connecting > self.configuration.maxConnections)
         {
-            guard let id = self.idleConnection(mostRecent: false), case .idle(let idle) = self.connections[id]
-            else { break }
-            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            guard let id = self.idleConnection(mostRecent: false) else { break }
             self.close(id, .overflow)
         }
         self.serveQueue(now: now)
@@ -345,9 +361,10 @@ public struct PoolStateMachine: Sendable {
         }
         self.phase = .shuttingDown
         self.failAllWaiters(self.shuttingDownError())
+        if let timer = self.idleSweep { self.emit(.cancelTimer(timer)) }
+        self.idleSweep = nil
         for id in self.connections.keys.sorted() {
-            guard case .idle(let idle) = self.connections[id] else { continue }
-            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            guard case .idle = self.connections[id] else { continue }
             self.close(id, .shutdown)
         }
         self.checkShutdownComplete()
@@ -384,7 +401,6 @@ public struct PoolStateMachine: Sendable {
         while let first = self.queue.first, let id = self.idleConnection(mostRecent: true, affinity: first.affinity),
             case .idle(let idle) = self.connections[id]
         {
-            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
             if self.isStale(id, openedAt: idle.openedAt, now: now) {
                 self.close(id, .recycle)
                 continue
@@ -459,8 +475,8 @@ public struct PoolStateMachine: Sendable {
             self.close(id, .overflow)
             return
         }
-        let timer = self.configuration.idleTimeout.map { self.schedule(.idleTimeout(id), at: now + $0) }
-        self.setState(id, .idle(Idle(openedAt: openedAt, idleSince: now, idleTimer: timer)))
+        self.setState(id, .idle(Idle(openedAt: openedAt, idleSince: now)))
+        self.sweepIdle(since: now)
     }
 
     private mutating func lease(
@@ -492,8 +508,7 @@ public struct PoolStateMachine: Sendable {
         guard self.isAcceptingRequests else { return }
         self.staleBelow = self.nextConnectionID
         for id in self.connections.keys.sorted() {
-            guard case .idle(let idle) = self.connections[id] else { continue }
-            if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+            guard case .idle = self.connections[id] else { continue }
             self.close(id, .recycle)
         }
         // Waiters and min_size get new connections, to the new address.

@@ -16,8 +16,8 @@ public struct PoolTimer: Hashable, Sendable, CustomStringConvertible {
     public enum Kind: Hashable, Sendable {
         /// The request's `pool_timeout` ends.
         case requestTimeout(RequestID)
-        /// The idle connection's `idle_timeout` ends.
-        case idleTimeout(ConnectionID)
+        /// The `idle_timeout` of the least recently used idle connection ends: idle connections are swept.
+        case idleTimeout
         /// The lease passes `leak_threshold`.
         case leak(ConnectionID)
         /// The connect backoff ends.

@@ -379,6 +379,16 @@ struct RandomPoolDriver {
             self.pool.machine.idleOrder == idleFromStates.sorted(),
             "idle order \(self.pool.machine.idleOrder) vs the idle states \(idleFromStates.sorted())"
         )
+        // Every idle connection is covered by the pool's one pending sweep: due by the oldest one's idle_timeout,
+        // or (when that one is kept for min_size) within another idle_timeout.
+        if let idleTimeout = config.idleTimeout, let oldest = self.pool.machine.idleOrder.first {
+            let due = oldest.since.instant + idleTimeout
+            let latest = due > self.pool.now ? due : self.pool.now + idleTimeout
+            try self.require(
+                self.timers.values.contains { $0.kind == .idleTimeout && $0.deadline <= latest },
+                "\(oldest.id) idle with no sweep pending by \(latest) after \(event): \(actions)"
+            )
+        }
 
         var recount = self.pool.machine.recountGauges()
         recount.checkouts = stats.checkouts

@@ -311,13 +311,11 @@ import Testing
         var pool = PoolHarness(config)
         let c = pool.clock
         #expect(pool.send(.start) == [.createConnection(C(0))])
-        #expect(
-            pool.establish(0) == [
-                .observe(.connected(took: .zero)),
-                .scheduleTimer(.init(id: .init(0), kind: .idleTimeout(C(0)), deadline: c.at(.seconds(10)))),
-            ]
-        )
-        #expect(pool.request(0) == [.cancelTimer(.init(0)), .lease(C(0), to: R(0)), .observe(.leased(waited: .zero))])
+        // One sweep for the pool, due when the least recently used connection's idle_timeout ends.
+        let sweep0 = PoolTimer(id: .init(0), kind: .idleTimeout, deadline: c.at(.seconds(10)))
+        #expect(pool.establish(0) == [.observe(.connected(took: .zero)), .scheduleTimer(sweep0)])
+        // A checkout and a return schedule and cancel nothing while a sweep is pending.
+        #expect(pool.request(0) == [.lease(C(0), to: R(0)), .observe(.leased(waited: .zero))])
         #expect(
             pool.request(1) == [
                 .scheduleTimer(.init(id: .init(1), kind: .requestTimeout(R(1)), deadline: c.at(.seconds(30)))),
@@ -326,20 +324,42 @@ import Testing
         )
         _ = pool.establish(1)
         pool.advance(by: .seconds(1))
-        let idle0 = PoolTimer(id: .init(2), kind: .idleTimeout(C(0)), deadline: c.at(.seconds(11)))
-        #expect(pool.release(0) == [.observe(.returned(heldFor: .seconds(1))), .scheduleTimer(idle0)])
+        #expect(pool.release(0) == [.observe(.returned(heldFor: .seconds(1)))])
         pool.advance(by: .seconds(1))
-        let idle1 = PoolTimer(id: .init(3), kind: .idleTimeout(C(1)), deadline: c.at(.seconds(12)))
-        #expect(pool.release(1) == [.observe(.returned(heldFor: .seconds(2))), .scheduleTimer(idle1)])
+        #expect(pool.release(1) == [.observe(.returned(heldFor: .seconds(2)))])
 
-        #expect(pool.fire(idle0) == [.close(C(0), .idle), .observe(.closed(.idle))])
+        // Used since: nothing is due yet; the sweep comes back when C0's idle_timeout ends.
+        let sweep1 = PoolTimer(id: .init(2), kind: .idleTimeout, deadline: c.at(.seconds(11)))
+        #expect(pool.fire(sweep0) == [.scheduleTimer(sweep1)])
+        let sweep2 = PoolTimer(id: .init(3), kind: .idleTimeout, deadline: c.at(.seconds(12)))
+        #expect(pool.fire(sweep1) == [.close(C(0), .idle), .observe(.closed(.idle)), .scheduleTimer(sweep2)])
         // The last one is min_size: kept, and looked at again later.
         #expect(
-            pool.fire(idle1) == [
-                .scheduleTimer(.init(id: .init(4), kind: .idleTimeout(C(1)), deadline: c.at(.seconds(22))))
+            pool.fire(sweep2) == [
+                .scheduleTimer(.init(id: .init(4), kind: .idleTimeout, deadline: c.at(.seconds(22))))
             ]
         )
         #expect(pool.stats.idle == 1)
+    }
+
+    @Test func aSweepThatFindsSeveralDueClosesThemAll() {
+        var config = PoolHarness.configuration(poolSize: 3)
+        config.idleTimeout = .seconds(10)
+        var pool = PoolHarness(config)
+        pool.leaseFresh(3)
+        let sweep = pool.release(0).scheduledTimers
+        #expect(sweep.count == 1)
+        pool.advance(by: .seconds(1))
+        #expect(pool.release(1).scheduledTimers.isEmpty)
+        #expect(pool.release(2).scheduledTimers.isEmpty)
+        pool.advance(by: .seconds(30))
+        #expect(
+            pool.send(.timerFired(sweep[0])) == [
+                .close(C(0), .idle), .observe(.closed(.idle)), .close(C(1), .idle), .observe(.closed(.idle)),
+                .close(C(2), .idle), .observe(.closed(.idle)),
+            ]
+        )
+        #expect(pool.stats.open == 0)
     }
 
     // MARK: leak_threshold
@@ -643,7 +663,7 @@ import Testing
         pool.leaseFresh(1)
         #expect(pool.release(0).scheduledTimers.count == 1)
         config.idleTimeout = .seconds(5)
-        let timer = PoolTimer(id: .init(2), kind: .idleTimeout(C(0)), deadline: pool.clock.at(.seconds(5)))
+        let timer = PoolTimer(id: .init(2), kind: .idleTimeout, deadline: pool.clock.at(.seconds(5)))
         #expect(pool.send(.reconfigure(config)) == [.cancelTimer(.init(1)), .scheduleTimer(timer)])
         #expect(pool.fire(timer) == [.close(C(0), .idle), .observe(.closed(.idle))])
     }
@@ -778,7 +798,7 @@ import Testing
         pool.leaseFresh(1)
         let released = pool.release(0)
         let idle = try #require(released.scheduledTimers.first)
-        #expect(pool.request(1) == [.cancelTimer(idle.id), .lease(C(0), to: R(1)), .observe(.leased(waited: .zero))])
+        #expect(pool.request(1) == [.lease(C(0), to: R(1)), .observe(.leased(waited: .zero))])
         #expect(pool.fire(idle) == [])
         #expect(pool.stats.checkedOut == 1)
     }
