@@ -18,9 +18,10 @@ public struct PoolStateMachine: Sendable {
     public private(set) var configuration: PoolConfiguration
 
     var phase: Phase = .running
-    var connections: [ConnectionID: ConnectionState] = [:]
-    /// What `connectionEstablished` said of each open connection that had an affinity.
-    var affinities: [ConnectionID: Int] = [:]
+    /// With what `connectionEstablished` said of each open connection's affinity.
+    var connections = ConnectionTable()
+    /// The open connections that had an affinity (tests and inspection).
+    var affinities: [ConnectionID: Int] { self.connections.affinities }
     /// The idle connections, least recently used first (by `idleSince`, then id): every checkout picks from here,
     /// so it reads one short array instead of hashing through `connections`. Kept in step by ``setState(_:_:)``.
     private(set) var idleOrder: [IdleEntry] = []
@@ -142,7 +143,7 @@ public struct PoolStateMachine: Sendable {
 
     private mutating func connectionEstablished(_ id: ConnectionID, affinity: Int?, now: PoolInstant) {
         guard case .connecting(let since) = self.connections[id] else { return }
-        if let affinity { self.affinities[id] = affinity }
+        if let affinity { self.connections.setAffinity(affinity, of: id) }
         self.observe(.connected(took: now - since))
         if case .connectFailing(let failing) = self.phase {
             if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }
@@ -543,13 +544,11 @@ public struct PoolStateMachine: Sendable {
         if let state {
             self.count(state, by: 1)
             if case .idle(let idle) = state {
-                let entry = IdleEntry(id: id, since: idle.idleSince, affinity: self.affinities[id])
+                let entry = IdleEntry(id: id, since: idle.idleSince, affinity: self.connections.affinity(of: id))
                 // Usually the newest: found at once from the end.
                 let index = self.idleOrder.lastIndex { !(entry < $0) }.map { $0 + 1 } ?? 0
                 self.idleOrder.insert(entry, at: index)
             }
-        } else {
-            self.affinities[id] = nil
         }
         self.connections[id] = state
     }
