@@ -576,15 +576,16 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         // Prefers a server connection on this event loop: then relaying needs no thread hop. A paused pool (the admin
         // console's PAUSE) holds the request until RESUME.
         let affinity = ServerConnection.affinity(of: eventLoop)
-        pool.gate.pass {
-            pool.pool.lease(request, affinity: affinity) { result in
-                if eventLoop.inEventLoop {
-                    handler.value.enqueue(.leaseCompleted(token: token, request, result))
-                } else {
-                    eventLoop.execute { handler.value.enqueue(.leaseCompleted(token: token, request, result)) }
-                }
+        let completion: ConnectionPool<ServerConnectionFactory, ContinuousClock>.LeaseCompletion = { result in
+            if eventLoop.inEventLoop {
+                handler.value.enqueue(.leaseCompleted(token: token, request, result))
+            } else {
+                eventLoop.execute { handler.value.enqueue(.leaseCompleted(token: token, request, result)) }
             }
         }
+        // The gate's closure only when paused: the usual checkout allocates just the completion.
+        guard pool.gate.isPaused else { return pool.pool.lease(request, affinity: affinity, completion) }
+        pool.gate.pass { pool.pool.lease(request, affinity: affinity, completion) }
     }
 
     private func attach(_ lease: ServerLease) {
