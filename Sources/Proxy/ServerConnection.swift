@@ -148,8 +148,7 @@ final class ServerConnection: PooledConnection {
 
     /// Writes client messages unchanged and flushes once; on the connection's own event loop.
     func write(_ messages: OutboundBytes) {
-        for message in messages { self.channel.write(message, promise: nil) }
-        self.channel.flush()
+        self.handler.value.write(messages)
     }
 
     /// ``write(_:)`` from another event loop; `written` runs on this connection's loop once the messages are
@@ -285,6 +284,14 @@ final class ServerChannelHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.connection = nil
+    }
+
+    /// Writes and flushes from this handler's place in the pipeline (the last): a relayed request does not walk
+    /// from the pipeline's tail through this handler first.
+    func write(_ messages: OutboundBytes) {
+        guard let context = self.context else { return }
+        for message in messages { context.write(self.wrapOutboundOut(message), promise: nil) }
+        context.flush()
     }
 
     func read(context: ChannelHandlerContext) {
