@@ -209,7 +209,9 @@ for target in package.targets where target.type != .system {
 // The relay's hot path (every message of every transaction) runs through these targets. Release builds drop Swift's
 // run-time exclusivity checks there: they cost about an eighth of the instructions per relayed transaction
 // (bench/instructions), most of them on class properties and NIO's inlined ByteBuffer code. Debug builds, which the
-// test suite runs, keep the checks, and the compiler's static checks hold in both.
+// test suite runs, keep the checks, and the compiler's static checks hold in both. The release builds of scripts/
+// and deploy/Dockerfile also pass -Xswiftc -enforce-exclusivity=unchecked, which reaches the dependencies (SwiftNIO's
+// own checks are another tenth); this setting keeps a plain `swift build -c release` close to them.
 let hotPath: Set = ["PGWire", "PoolCore", "ConnectionPool", "ProxyCore", "Proxy"]
 for target in package.targets where hotPath.contains(target.name) {
     var settings = target.swiftSettings ?? []
