@@ -65,9 +65,8 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> Int {
         let configuration = self.context.configuration
         let listen = configuration.listen
-        let channel = try await self.bootstrap(tls: true)
+        let channel = try await self.bootstrap(tcp: true)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: listen.host, port: listen.port)
             .get()
         self.serverChannel.withLock { $0 = channel }
@@ -75,7 +74,7 @@ public final class ProxyServer: Sendable {
         if let directory = configuration.unixSocketDir {
             let path = "\(directory)/.s.PGSQL.\(port)"
             // As PostgreSQL and PgBouncer: no TLS on the Unix socket (it never leaves the host).
-            let unix = try await self.bootstrap(tls: false)
+            let unix = try await self.bootstrap(tcp: false)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
                 .get()
             self.unixChannel.withLock { $0 = (unix, path) }
@@ -102,34 +101,38 @@ public final class ProxyServer: Sendable {
         }
     }
 
-    /// What both listeners share: backpressure, buffers, the client handler.
-    private func bootstrap(tls: Bool) -> ServerBootstrap {
+    /// What both listeners share: backpressure, buffers, the client handler. `tcp`: the TCP listener (TLS and
+    /// TCP_NODELAY); the Unix socket has neither.
+    private func bootstrap(tcp: Bool) -> ServerBootstrap {
         let context = self.context
+        let recvAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
         return ServerBootstrap(group: context.group)
             .serverChannelOption(.backlog, value: 256)
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
-            // Backpressure: past the high-water mark of unsent bytes a client is not writable, and Lifeguard stops
-            // reading from its server connection until it drains below the low one.
-            .childChannelOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
-            // Each channel keeps its last receive buffer for the next read, idle or not. Clients send small
-            // messages, so start at 256 bytes instead of NIO's 2 KB (the size adapts upwards for COPY or large
-            // Binds): ~2 KB less per idle client.
-            .childChannelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
-            )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let id = context.clients.register(channel) else {
                         channel.close(promise: nil)
                         return
                     }
+                    // Set here, synchronously, rather than as the bootstrap's child options: those are applied one
+                    // future at a time, about a fifth of the instructions of a short-lived client connection.
+                    if let options = channel.syncOptions {
+                        if tcp { try options.setOption(.socketOption(.tcp_nodelay), value: 1) }
+                        try options.setOption(.allowRemoteHalfClosure, value: false)
+                        // Backpressure: past the high-water mark of unsent bytes a client is not writable, and
+                        // Lifeguard stops reading from its server connection until it drains below the low one.
+                        try options.setOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
+                        // Each channel keeps its last receive buffer for the next read, idle or not. Clients send
+                        // small messages, so start at 256 bytes instead of NIO's 2 KB (the size adapts upwards for
+                        // COPY or large Binds): ~2 KB less per idle client.
+                        try options.setOption(.recvAllocator, value: recvAllocator)
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientChannelHandler(
                             context: context,
                             clientID: id,
                             allocator: channel.allocator,
-                            tls: tls ? context.clientTLS : nil
+                            tls: tcp ? context.clientTLS : nil
                         )
                     )
                 }
