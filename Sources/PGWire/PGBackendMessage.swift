@@ -91,10 +91,12 @@ public enum PGBackendMessage: Sendable, Hashable {
         case .authentication(let request):
             buffer.writePGMessage(type: PGBackendMessageType.authentication) { request.encodeBody(into: &$0) }
         case .parameterStatus(let name, let value):
-            buffer.writePGMessage(type: PGBackendMessageType.parameterStatus) {
-                $0.writePGString(name)
-                $0.writePGString(value)
-            }
+            // The length first, known in advance: a greeting writes a dozen of these per client connection.
+            let length = 4 + name.utf8.count + 1 + value.utf8.count + 1
+            buffer.reserveCapacity(minimumWritableBytes: 1 + length)
+            buffer.writeMultipleIntegers(PGBackendMessageType.parameterStatus, Int32(length))
+            buffer.writePGString(name)
+            buffer.writePGString(value)
         case .backendKeyData(let processID, let secretKey):
             buffer.writePGMessage(type: PGBackendMessageType.backendKeyData) {
                 $0.writeInteger(processID)

@@ -307,7 +307,7 @@ public struct ClientSession: Sendable {
     /// client's values take the server's spelling. A value the server has not reported yet needs a server connection.
     private mutating func spellAsTheServer(_ server: [(name: String, value: String)]) -> Bool {
         var spelled: [(name: String, value: String)] = []
-        for (name, value) in self.parameters.values where SessionParameters.reported.contains(name) {
+        for (name, value) in self.parameters.values where SessionParameters.isReported(name) {
             if server.contains(where: { $0.name == name && $0.value == value }) { continue }
             guard let spelling = self.spellings.spelling(of: name, value) else { return false }
             spelled.append((name, spelling))
@@ -322,14 +322,16 @@ public struct ClientSession: Sendable {
         if self.mode != .session {
             // The client's view: the server's values, overridden by what it asked for; tracked from now on.
             var wanted = SessionParameters()
-            for (name, value) in serverParameters where SessionParameters.reported.contains(name) {
+            for (name, value) in serverParameters where SessionParameters.isReported(name) {
                 wanted[name] = value
             }
             for (name, value) in self.parameters.values { wanted[name] = value }
             self.parameters = wanted
         }
         for (name, value) in serverParameters {
-            let value = self.mode == .session ? value : (self.parameters[name] ?? value)
+            // Only reported parameters can differ from the server's value (the client's view holds them all).
+            let value =
+                self.mode == .session || !SessionParameters.isReported(name) ? value : (self.parameters[name] ?? value)
             self.write(.parameterStatus(name: name, value: value))
         }
         if let key = self.cancelKey {
@@ -789,7 +791,7 @@ public struct ClientSession: Sendable {
                 continue
             case PGBackendMessageType.parameterStatus:
                 if case .parameterStatus(let name, let value)? = try? PGBackendMessage(frame: frame),
-                    SessionParameters.reported.contains(name)
+                    SessionParameters.isReported(name)
                 {
                     self.parameters[name] = value
                 }

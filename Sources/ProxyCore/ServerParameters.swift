@@ -37,7 +37,7 @@ extension ServerParameters {
     public mutating func applied(_ changes: [(name: String, value: String)]) -> [(name: String, value: String)] {
         var reported: [(name: String, value: String)] = []
         for (name, value) in changes {
-            if SessionParameters.reported.contains(name) {
+            if SessionParameters.isReported(name) {
                 reported.append((name, self[name] ?? value))
             } else {
                 self[name] = value

@@ -37,11 +37,17 @@ public struct ParameterSpellings: Sendable {
 /// PgBouncer, Lifeguard remembers what the client asked for (startup packet, then the ParameterStatus messages it
 /// receives) and sets it on each server it is given that differs.
 public struct SessionParameters: Sendable, Equatable {
-    /// Reported by PostgreSQL in ParameterStatus (`GUC_REPORT`), so a server's value is always known.
-    public static let reported: Set<String> = [
-        "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
-        "application_name",
-    ]
+    /// Reported by PostgreSQL in ParameterStatus (`GUC_REPORT`), so a server's value is always known. A switch
+    /// rather than a set: a greeting asks this of every parameter the server reported, without hashing.
+    public static func isReported(_ name: String) -> Bool {
+        switch name {
+        case "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+            "application_name":
+            true
+        default:
+            false
+        }
+    }
     /// Also applied from the startup packet, though PostgreSQL 15 does not report them.
     public static let unreported: Set<String> = ["search_path", "extra_float_digits"]
 
@@ -57,7 +63,7 @@ public struct SessionParameters: Sendable, Equatable {
     public init(startup: PGStartupMessage) {
         for parameter in startup.parameters where !Self.notSettings.contains(parameter.name) {
             guard !parameter.name.hasPrefix("_pq_.") else { continue }
-            if Self.reported.contains(parameter.name) || Self.unreported.contains(parameter.name) {
+            if Self.isReported(parameter.name) || Self.unreported.contains(parameter.name) {
                 self[parameter.name] = parameter.value
             }
         }
