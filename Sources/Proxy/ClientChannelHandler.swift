@@ -108,8 +108,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         self.frameInput()
     }
 
-    /// Frames what the client sent and feeds it to the session, message by message.
+    /// Frames what the client sent and feeds it to the session, message by message; what they relay goes to the
+    /// server in one write at the end.
     private func frameInput() {
+        self.session.clientReadStarted()
+        defer { self.enqueue(.readComplete) }
         while !self.session.isClosed {
             if case .admitting = self.session.state { break }
             self.running = true
@@ -160,7 +163,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.enqueue(.readComplete)
+        // Each read's relayed messages were flushed at the end of `frameInput`.
         context.fireChannelReadComplete()
     }
 

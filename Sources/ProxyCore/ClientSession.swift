@@ -75,6 +75,8 @@ public struct ClientSession: Sendable {
     /// Messages that arrived while no server connection was ready for them, and their size.
     private var pending: [PGFrame] = []
     private var pendingBytes = 0
+    /// See ``clientReadStarted()``.
+    private var holdsServerFlush = false
     /// After a failed lease in the extended protocol, messages are dropped up to the next Sync (as PostgreSQL does).
     private var skippingUntilSync = false
     private var draining = false
@@ -539,11 +541,21 @@ public struct ClientSession: Sendable {
 
     /// End of a read burst from the client: what was relayed goes to the server in one write.
     public mutating func clientReadComplete(into actions: inout [ClientAction]) {
+        self.holdsServerFlush = false
         self.flushServer(into: &actions)
     }
 
+    /// The I/O layer is feeding the messages of one read: nothing is flushed to the server until
+    /// ``clientReadComplete(into:)``. A lease granted between two of them (at once, from an idle connection) would
+    /// otherwise send what came before it in a write of its own.
+    public mutating func clientReadStarted() {
+        self.holdsServerFlush = true
+    }
+
     private mutating func flushServer(into actions: inout [ClientAction]) {
-        guard !self.serverOut.isEmpty, case .ready(.active(let lease)) = self.state else { return }
+        guard !self.holdsServerFlush, !self.serverOut.isEmpty, case .ready(.active(let lease)) = self.state else {
+            return
+        }
         actions.append(.flushServer(lease))
     }
 
