@@ -22,9 +22,9 @@ public struct AdminLogin: Sendable, Equatable {
 public struct AdminLoginPolicy: Sendable, Equatable {
     /// The operating-system identity of a Unix-socket peer (`SO_PEERCRED`/`getpeereid`).
     ///
-    /// The hook for PgBouncer's rule that the OS user running the pooler may log in as `pgbouncer` over the Unix
-    /// socket without a password (`admin_pre_login` in src/admin.c). No listener passes one yet: the Unix socket
-    /// listener, once it exists, reads the peer's uid and hands it to ``login(user:peer:)``.
+    /// PgBouncer's rule that the OS user running the pooler may log in as `pgbouncer` over the Unix socket without a
+    /// password (`admin_pre_login` in src/admin.c): the Unix-socket listener reads the peer's uid and hands it to
+    /// ``login(user:peer:)``; TCP clients have none.
     public struct PeerIdentity: Sendable, Equatable {
         /// The peer runs as the same OS user as Lifeguard.
         public var sameUserAsProcess: Bool

@@ -129,7 +129,9 @@ public final class ProxyServer: Sendable {
                             context: context,
                             clientID: id,
                             allocator: channel.allocator,
-                            tls: tls ? context.clientTLS : nil
+                            tls: tls ? context.clientTLS : nil,
+                            // Only the Unix socket's peers have an identity the kernel vouches for.
+                            peer: tls ? nil : PeerCredentials.identity(of: channel)
                         )
                     )
                 }

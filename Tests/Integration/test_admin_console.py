@@ -5,8 +5,11 @@ what prometheus-community's pgbouncer_exporter does), access rules, the extended
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -277,6 +280,59 @@ def test_kill_client_and_disable(proxy):
         admin.execute("ENABLE appdb")
         with proxy.connect() as again:
             assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def _psql(postgres, host: str, port: int, user: str, sql: str, password: str | None = None):
+    env = harness.clean_env({"PGPASSWORD": password} if password else None)
+    return subprocess.run([str(postgres.bin / "psql"), "-X", "-A", "-t", "-w", "-h", host, "-p", str(port), "-U", user,
+                           "-d", "pgbouncer", "-c", sql], capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.fixture
+def open_socket_dir():
+    """A socket directory other OS users can reach (pytest's tmp_path is private to its owner)."""
+    directory = tempfile.mkdtemp(prefix="lifeguard-peer-")
+    os.chmod(directory, 0o755)
+    try:
+        yield pathlib.Path(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_peer_login_over_the_unix_socket_only(pooler, postgres, open_socket_dir):
+    """As PgBouncer: user pgbouncer on the Unix socket, run by Lifeguard's own OS user, gets the console without a
+    password; the same user over TCP authenticates as anyone does, and nobody else gets in by peer."""
+    targets.require_lifeguard("its admin console")
+    socket_dir = open_socket_dir
+    target = pooler(mode="transaction", pool_size=2, auth_type="md5", auth_users={"app": "app-secret"},
+                    extra=["--unix-socket-dir", str(socket_dir), "--admin-users", "app"])
+    out = _psql(postgres, str(socket_dir), target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode == 0 and out.stdout.startswith("PgBouncer 1.25"), out.stderr
+    out = _psql(postgres, str(socket_dir), target.port, "pgbouncer", "RECONNECT appdb")
+    assert out.returncode == 0, out.stderr  # an admin, not a stats user
+    # TCP: no peer identity, so auth_type applies (md5: a password, which pgbouncer does not have).
+    out = _psql(postgres, target.host, target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode != 0 and "password" in out.stderr, out.stdout + out.stderr
+    # Another user over the socket: no peer login, md5 as usual.
+    out = _psql(postgres, str(socket_dir), target.port, "app", "SHOW VERSION")
+    assert out.returncode != 0 and "password" in out.stderr, out.stdout + out.stderr
+    out = _psql(postgres, str(socket_dir), target.port, "app", "SHOW VERSION", password="app-secret")
+    assert out.returncode == 0 and out.stdout.startswith("PgBouncer 1.25"), out.stderr
+    # Another OS user on the socket (the socket's mode is 0777 by default): no peer login either.
+    if os.getuid() == 0:
+        nobody = subprocess.run(["runuser", "-u", "nobody", "--", str(postgres.bin / "psql"), "-X", "-A", "-t", "-w",
+                                 "-h", str(socket_dir), "-p", str(target.port), "-U", "pgbouncer", "-d", "pgbouncer",
+                                 "-c", "SHOW VERSION"], capture_output=True, text=True, timeout=30,
+                                env=harness.clean_env())
+        assert nobody.returncode != 0 and "password" in nobody.stderr, nobody.stdout + nobody.stderr
+
+
+def test_peer_login_over_tcp_with_trust_is_still_refused(pooler, postgres):
+    """With trust over TCP (loopback), pgbouncer is let in only when listed, as every console user."""
+    targets.require_lifeguard("its admin console")
+    target = pooler(mode="transaction", pool_size=2, extra=CONSOLE_FLAGS)
+    out = _psql(postgres, target.host, target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode != 0 and "not allowed" in out.stderr, out.stdout + out.stderr
 
 
 def test_columns_match_pgbouncer_118(pooler, proxy):
