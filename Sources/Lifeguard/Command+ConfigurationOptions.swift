@@ -99,6 +99,14 @@ extension Command {
 
         @Option(
             help: ArgumentHelp(
+                "Query run once on every new server connection before its first use (default none).",
+                valueName: "SQL"
+            )
+        )
+        var connectQuery: String?
+
+        @Option(
+            help: ArgumentHelp(
                 "trace, debug, info, notice, warning, error or critical (default info).",
                 valueName: "LEVEL"
             )
@@ -217,8 +225,9 @@ extension Command {
                 (.prePing, self.prePing.map { String($0) }), (.prePingDelay, self.prePingDelay),
                 (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
                 (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
-                (.resetQuery, self.resetQuery), (.logLevel, self.logLevel), (.authType, self.authType),
-                (.authFile, self.authFile), (.authUser, self.authUser), (.authQuery, self.authQuery),
+                (.resetQuery, self.resetQuery), (.connectQuery, self.connectQuery), (.logLevel, self.logLevel),
+                (.authType, self.authType), (.authFile, self.authFile), (.authUser, self.authUser),
+                (.authQuery, self.authQuery),
                 (.authDbname, self.authDbname), (.clientTLSSSLMode, self.clientTLSSSLMode),
                 (.clientTLSCertFile, self.clientTLSCertFile), (.clientTLSKeyFile, self.clientTLSKeyFile),
                 (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),

@@ -46,6 +46,7 @@ extension LifeguardConfiguration {
                 (Setting.minSize.key, String(database.minSize)),
                 (Setting.maxOverflow.key, String(database.maxOverflow)),
                 (Setting.poolTimeout.key, Self.string(Self.duration(database.poolTimeout))),
+                (Setting.connectQuery.key, Self.string(database.connectQuery ?? "")),
             ]
             for (key, value) in values {
                 let origin =
@@ -89,6 +90,7 @@ extension LifeguardConfiguration {
         case .maxClientConn: String(self.maxClientConn)
         case .drainTimeout: Self.string(Self.duration(self.drainTimeout))
         case .resetQuery: Self.string(self.resetQuery ?? "")
+        case .connectQuery: Self.string(self.connectQuery ?? "")
         case .logLevel: Self.string(self.logLevel.rawValue)
         case .authType: self.authType.map { Self.string($0.rawValue) }
         case .authFile: self.authFile.map { Self.string($0) }

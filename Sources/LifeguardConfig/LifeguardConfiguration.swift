@@ -54,6 +54,9 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var drainTimeout: Duration
     /// Sent to a server connection before another client gets it; nil = none (default `DISCARD ALL`).
     public var resetQuery: String?
+    /// Run once on every new server connection of the upstream's pools, after login and before the connection is
+    /// used (PgBouncer's `connect_query`); nil = none (default).
+    public var connectQuery: String? = nil
     /// Logging threshold (default `info`).
     public var logLevel: LogLevel
     /// How clients authenticate; nil = not set (only allowed while `listen` is a loopback address).
@@ -136,6 +139,8 @@ public struct DatabaseConfiguration: Sendable, Equatable {
     public var minSize: Int
     public var maxOverflow: Int
     public var poolTimeout: Duration
+    /// Run once on every new server connection of this database's pools (``LifeguardConfiguration/connectQuery``).
+    public var connectQuery: String?
 
     public init(
         name: String,
@@ -144,7 +149,8 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         poolSize: Int,
         minSize: Int,
         maxOverflow: Int,
-        poolTimeout: Duration
+        poolTimeout: Duration,
+        connectQuery: String? = nil
     ) {
         self.name = name
         self.dsn = dsn
@@ -153,6 +159,7 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         self.minSize = minSize
         self.maxOverflow = maxOverflow
         self.poolTimeout = poolTimeout
+        self.connectQuery = connectQuery
     }
 }
 

@@ -585,13 +585,7 @@ private struct Translator {
                 }
             case "load_balance_hosts":
                 self.warn(entry, "load_balance_hosts is not supported, ignored: a host list is tried in order")
-            case "connect_query":
-                self.fail(
-                    entry,
-                    "connect_query is not supported: for settings use PostgreSQL's ALTER ROLE ... SET "
-                        + "or ALTER DATABASE ... SET, or keep PgBouncer for this"
-                )
-                failed = true
+            case "connect_query": pool.append((Setting.connectQuery.key, .string(value), entry.line))
             default:
                 self.fail(entry, "unrecognized connection parameter \(key)")
                 failed = true
@@ -659,6 +653,8 @@ private struct Translator {
 
     /// The [pgbouncer] value (or PgBouncer's default) behind a per-database Lifeguard setting.
     func globalRaw(for setting: Setting) -> (raw: RawValue, line: Int?) {
+        // Only a database sets it in PgBouncer: the others have none.
+        if setting == .connectQuery { return (.string(""), nil) }
         let pgbouncerKey: String
         let fallback: String
         switch setting {

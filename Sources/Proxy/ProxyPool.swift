@@ -99,8 +99,9 @@ final class ProxyPool: Sendable {
             self.pool.reconfigure(route.configuration)
         }
         // Another server (a switchover behind PAUSE, RELOAD, RESUME): no client gets a connection to the old one.
+        // A new connect_query too: the open connections did not run it.
         if old.upstream != route.upstream || old.serverDatabase != route.serverDatabase
-            || old.serverUser != route.serverUser
+            || old.serverUser != route.serverUser || old.connectQuery != route.connectQuery
         {
             self.pool.reconnect()
         }

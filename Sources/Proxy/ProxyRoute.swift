@@ -18,6 +18,8 @@ public struct ProxyRoute: Sendable, Equatable {
     public var serverUser: String
     public var mode: PoolMode
     public var configuration: PoolConfiguration
+    /// Run on every new server connection before the pool uses it (`connect_query`); nil = none.
+    public var connectQuery: String? = nil
 }
 
 /// Why a client's (database, user) has no pool; ``message`` is what the client sees.
@@ -55,7 +57,8 @@ extension LifeguardConfiguration {
                     minSize: entry.minSize,
                     maxOverflow: entry.maxOverflow,
                     poolTimeout: entry.poolTimeout
-                )
+                ),
+                connectQuery: entry.connectQuery
             )
             return .success(route)
         }
@@ -83,7 +86,8 @@ extension LifeguardConfiguration {
                 minSize: self.minSize,
                 maxOverflow: self.maxOverflow,
                 poolTimeout: self.poolTimeout
-            )
+            ),
+            connectQuery: self.connectQuery
         )
         return .success(route)
     }

@@ -47,6 +47,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         .init(setting: .maxClientConn, toml: "1000", text: "1000") { $0.maxClientConn == 1000 },
         .init(setting: .drainTimeout, toml: "0", text: "0") { $0.drainTimeout == .zero },
         .init(setting: .resetQuery, toml: "\"RESET ALL\"", text: "RESET ALL") { $0.resetQuery == "RESET ALL" },
+        .init(setting: .connectQuery, toml: "\"SET work_mem = '8MB'\"", text: "SET work_mem = '8MB'") {
+            $0.connectQuery == "SET work_mem = '8MB'"
+        },
         .init(setting: .logLevel, toml: "\"debug\"", text: "debug") { $0.logLevel == .debug },
         .init(setting: .authType, toml: "\"trust\"", text: "trust") { $0.authType == .trust },
         .init(setting: .authFile, toml: "\"\(authFile)\"", text: authFile) { $0.authFile == authFile },
@@ -130,6 +133,7 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(configuration.maxClientConn == 100)
         #expect(configuration.drainTimeout == .seconds(30))
         #expect(configuration.resetQuery == "DISCARD ALL")
+        #expect(configuration.connectQuery == nil)
         #expect(configuration.logLevel == .info)
         #expect(configuration.authType == nil)
         #expect(configuration.authFile == nil)
@@ -420,6 +424,29 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         // auth_user alone serves: the secrets come from auth_query.
         let lookup = try Self.load(flags: [.authType: "scram-sha-256", .authUser: "lookup"])
         #expect(lookup.authUser == "lookup" && lookup.authFile == nil)
+    }
+
+    @Test func connectQueryIsInheritedOrOverridden() throws {
+        let configuration = try Self.load(
+            file: """
+                connect_query = "SET work_mem = '64MB'"
+                [databases.orders]
+                dsn = "host=orders.example"
+                connect_query = "SELECT set_config('app.tag', 'orders', false)"
+                [databases.reports]
+                dsn = "host=reports.example"
+                [databases.raw]
+                dsn = "host=raw.example"
+                connect_query = ""
+                """
+        )
+        #expect(configuration.connectQuery == "SET work_mem = '64MB'")
+        let orders = configuration.database(named: "orders")
+        #expect(orders?.connectQuery == "SELECT set_config('app.tag', 'orders', false)")
+        #expect(configuration.database(named: "reports")?.connectQuery == "SET work_mem = '64MB'")
+        #expect(configuration.database(named: "raw")?.connectQuery == nil)
+        #expect(try Self.load(flags: [.connectQuery: " "]).connectQuery == nil)
+        #expect(LifeguardConfiguration.defaults.connectQuery == nil)
     }
 
     @Test func anEmptyResetQueryMeansNone() throws {

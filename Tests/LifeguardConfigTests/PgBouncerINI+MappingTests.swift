@@ -153,6 +153,27 @@ import Upstream
         #expect(configuration.database(named: "after")?.poolMode == .session)
     }
 
+    @Test func connectQueryBelongsToItsDatabase() throws {
+        let (configuration, _) = try Self.load(
+            """
+            [databases]
+            tagged = host=db connect_query='SELECT set_config(''app.tag'', ''x'', false)'
+            plain = host=db
+            * = host=db connect_query='SET work_mem = ''64MB'''
+            after = host=db
+            [pgbouncer]
+            auth_type = trust
+            """
+        )
+        #expect(configuration.database(named: "tagged")?.connectQuery == "SELECT set_config('app.tag', 'x', false)")
+        #expect(configuration.database(named: "plain")?.connectQuery == nil)
+        #expect(configuration.database(named: "after")?.connectQuery == nil)
+        #expect(configuration.connectQuery == "SET work_mem = '64MB'")
+        // What convert-config writes loads back the same.
+        let toml = try TemporaryFile(configuration.rendered(conversion: true))
+        #expect(try LifeguardConfiguration.load(ConfigurationSources(configFile: toml.path)) == configuration)
+    }
+
     @Test func serverLifetimeZeroMeansUseOnce() throws {
         let (configuration, _) = try Self.load(
             "[databases]\n* = host=db\n[pgbouncer]\nauth_type = trust\nserver_lifetime = 0\nserver_idle_timeout = 0\n"
@@ -240,7 +261,6 @@ import Upstream
     }
 
     @Test(arguments: [
-        ("* = host=db connect_query='SET x = 1'", "connect_query is not supported"),
         ("* = host=db max_db_connections=10", "max_db_connections is not supported"),
         ("* = host=db frobnicate=1", "unrecognized connection parameter frobnicate"),
         ("* = host=@abstract", "abstract namespace"),
