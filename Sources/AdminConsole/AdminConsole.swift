@@ -82,8 +82,6 @@ public enum AdminDecision: Sendable, Equatable {
         case .set(let key, _):
             if AdminFakeParameter(name: key) != nil { return .reply(.notice("SET ignored", detail: nil, tag: "SET")) }
             return .reply(.error(.notImplemented("SET \(key)")))
-        case .kill: return .reply(.error(.notImplemented("KILL")))
-        case .waitClose: return .reply(.error(.notImplemented("WAIT_CLOSE")))
         case .suspend: return .reply(.error(.notImplemented("SUSPEND")))
         case .disable(nil), .enable(nil): return .reply(.error(AdminError(message: "a database is required")))
         case .killClient(let argument):
@@ -91,7 +89,7 @@ public enum AdminDecision: Sendable, Equatable {
                 return .reply(.error(AdminError(message: "invalid client pointer supplied")))
             }
             return .run(command)
-        case .pause, .resume, .disable, .enable, .reload, .shutdown, .reconnect:
+        case .pause, .resume, .disable, .enable, .reload, .shutdown, .reconnect, .kill, .waitClose:
             return .run(command)
         }
     }

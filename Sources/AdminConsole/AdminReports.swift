@@ -41,9 +41,12 @@ public enum AdminReports {
         \tRESUME [<db>]
         \tDISABLE <db>
         \tENABLE <db>
+        \tRECONNECT [<db>]
+        \tKILL [<db>]
         \tKILL_CLIENT <client_id>
         \tSHUTDOWN
         \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS
+        \tWAIT_CLOSE [<db>]
         """
 
     // MARK: Pools
@@ -149,8 +152,9 @@ public enum AdminReports {
                 type, socket.user, socket.database, "none", socket.state, socket.address, String(socket.port),
                 socket.localAddress, String(socket.localPort), AdminTime.format(socket.connectTime),
                 AdminTime.format(socket.requestTime), String(socket.wait / 1_000_000),
-                String(socket.wait % 1_000_000), "0", socket.pointer, socket.link ?? "", String(socket.remotePID),
-                socket.tls, socket.applicationName, String(socket.preparedStatements), String(socket.id),
+                String(socket.wait % 1_000_000), socket.closeNeeded ? "1" : "0", socket.pointer, socket.link ?? "",
+                String(socket.remotePID), socket.tls, socket.applicationName, String(socket.preparedStatements),
+                String(socket.id),
             ]
         }
         return AdminTable(columns: AdminColumns.sockets, rows: rows)

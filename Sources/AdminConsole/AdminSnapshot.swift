@@ -148,6 +148,8 @@ public struct AdminSnapshot: Sendable {
         public var pointer: String
         public var link: String?
         public var remotePID: Int32 = 0
+        /// A server connection to close once released (`RECONNECT`, a reload that moved its pool): `close_needed`.
+        public var closeNeeded = false
         public var tls: String = ""
         public var applicationName: String = ""
         public var preparedStatements: Int = 0

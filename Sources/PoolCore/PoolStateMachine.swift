@@ -32,7 +32,7 @@ public struct PoolStateMachine: Sendable {
     var random: SplitMix64
     private var nextConnectionID = 0
     /// Connections with a lower id are stale (``PoolEvent/reconnect``).
-    private var staleBelow = 0
+    private(set) var staleBelow = 0
     private var nextTimerID = 0
     private var nextSeq = 0
     /// Collects the actions of the event being handled (the caller's buffer, lent by `handle`).

@@ -37,7 +37,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         case tlsEstablished(alpn: String?)
         case drain
         case terminate
-        case kill
+        case kill(message: String)
         case consoleAnswered(ByteBuffer)
         case clientClosed
     }
@@ -206,7 +206,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         switch event {
         case .drain: self.enqueue(.drain)
         case .terminate: self.enqueue(.terminate)
-        case .kill: self.enqueue(.kill)
+        case .kill(let message): self.enqueue(.kill(message: message))
         }
     }
 
@@ -327,12 +327,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.session.drain(into: &self.actions)
         case .terminate:
             self.session.terminate(into: &self.actions)
-        case .kill:
-            self.session.disconnect(
-                sqlState: PGSQLState.adminShutdown,
-                message: "admin forced disconnect",
-                into: &self.actions
-            )
+        case .kill(let message):
+            self.session.disconnect(sqlState: PGSQLState.adminShutdown, message: message, into: &self.actions)
         case .consoleAnswered(let reply):
             self.session.consoleAnswered(reply, into: &self.actions)
         case .clientClosed:

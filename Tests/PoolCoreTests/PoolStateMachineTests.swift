@@ -203,6 +203,22 @@ import Testing
         #expect(pool.stats.idle == 1)
     }
 
+    /// What `SHOW SERVERS` shows as `close_needed` and `WAIT_CLOSE` waits for: the connections a reconnect marked.
+    @Test func inspectionMarksTheConnectionsAReconnectRetires() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        pool.leaseFresh(2)
+        #expect(pool.machine.inspect().closeNeededCount == 0)
+        _ = pool.send(.reconnect)
+        #expect(pool.machine.inspect().connections.map(\.closeNeeded) == [true, true])
+        _ = pool.release(0)
+        #expect(pool.machine.inspect().closeNeededCount == 1)
+        _ = pool.release(1)
+        _ = pool.request(2)
+        _ = pool.establish(2)
+        let inspection = pool.machine.inspect()
+        #expect(inspection.closeNeededCount == 0 && inspection.connections.map(\.id) == [C(2)])
+    }
+
     @Test func reconnectClosesIdleConnectionsAtOnce() {
         var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
         pool.leaseFresh(2)
