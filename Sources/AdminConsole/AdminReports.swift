@@ -190,7 +190,8 @@ public enum AdminReports {
             return [
                 database.name, database.host, String(database.port), database.database, database.forceUser,
                 String(database.poolSize), String(database.minPoolSize), String(database.reservePoolSize),
-                String(database.serverLifetime), database.poolMode?.rawValue, nil, "0", String(servers), "0",
+                String(database.serverLifetime), database.poolMode?.rawValue, nil, String(database.maxConnections),
+                String(servers), "0",
                 String(clients), database.paused || snapshot.pausedAll ? "1" : "0", database.disabled ? "1" : "0",
             ]
         }

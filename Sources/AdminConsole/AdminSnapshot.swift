@@ -202,6 +202,8 @@ public struct AdminSnapshot: Sendable {
         public var poolMode: PoolMode?
         public var paused: Bool
         public var disabled: Bool
+        /// `max_db_connections` (0: none).
+        public var maxConnections = 0
 
         public init(
             name: String,

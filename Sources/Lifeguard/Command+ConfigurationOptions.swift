@@ -83,6 +83,14 @@ extension Command {
 
         @Option(
             help: ArgumentHelp(
+                "Server connections per database, all its pools together; 0 for no cap (default 0).",
+                valueName: "N"
+            )
+        )
+        var maxDBConnections: String?
+
+        @Option(
+            help: ArgumentHelp(
                 "How long SIGTERM waits for transactions in flight (default 30s).",
                 valueName: "DURATION"
             )
@@ -224,7 +232,8 @@ extension Command {
                 (.maxOverflow, self.maxOverflow), (.poolTimeout, self.poolTimeout), (.poolRecycle, self.poolRecycle),
                 (.prePing, self.prePing.map { String($0) }), (.prePingDelay, self.prePingDelay),
                 (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
-                (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
+                (.maxClientConn, self.maxClientConn), (.maxDBConnections, self.maxDBConnections),
+                (.drainTimeout, self.drainTimeout),
                 (.resetQuery, self.resetQuery), (.connectQuery, self.connectQuery), (.logLevel, self.logLevel),
                 (.authType, self.authType), (.authFile, self.authFile), (.authUser, self.authUser),
                 (.authQuery, self.authQuery),

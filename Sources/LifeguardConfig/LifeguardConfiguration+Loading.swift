@@ -279,6 +279,8 @@ private struct ConfigurationLoader {
             outcome = ValueParser.duration(raw, allowOff: true).map { self.configuration.leakThreshold = $0 }
         case .maxClientConn:
             outcome = ValueParser.integer(raw, minimum: 1).map { self.configuration.maxClientConn = $0 }
+        case .maxDBConnections:
+            outcome = ValueParser.integer(raw, minimum: 0).map { self.configuration.maxDBConnections = $0 }
         case .drainTimeout:
             outcome = ValueParser.duration(raw, allowOff: false).map { self.configuration.drainTimeout = $0 ?? .zero }
         case .resetQuery:
@@ -378,6 +380,7 @@ private struct ConfigurationLoader {
             var maxOverflow = self.configuration.maxOverflow
             var poolTimeout = self.configuration.poolTimeout
             var connectQuery = self.configuration.connectQuery
+            var maxDBConnections = self.configuration.maxDBConnections
             for (key, raw, line) in entry.values {
                 let origin = SettingOrigin.file(path: path, line: line)
                 let fullKey = Self.displayKey(["databases", entry.name, key])
@@ -390,6 +393,8 @@ private struct ConfigurationLoader {
                 case Setting.minSize.key: outcome = ValueParser.integer(raw, minimum: 0).map { minSize = $0 }
                 case Setting.maxOverflow.key:
                     outcome = ValueParser.integer(raw, minimum: 0).map { maxOverflow = $0 }
+                case Setting.maxDBConnections.key:
+                    outcome = ValueParser.integer(raw, minimum: 0).map { maxDBConnections = $0 }
                 case Setting.connectQuery.key:
                     outcome = ValueParser.string(raw, what: "an SQL statement, or \"\" for none").map {
                         let query = $0.trimmingWhitespace()
@@ -427,7 +432,8 @@ private struct ConfigurationLoader {
                     minSize: minSize,
                     maxOverflow: maxOverflow,
                     poolTimeout: poolTimeout,
-                    connectQuery: connectQuery
+                    connectQuery: connectQuery,
+                    maxDBConnections: maxDBConnections
                 )
             )
         }

@@ -47,6 +47,7 @@ extension LifeguardConfiguration {
                 (Setting.maxOverflow.key, String(database.maxOverflow)),
                 (Setting.poolTimeout.key, Self.string(Self.duration(database.poolTimeout))),
                 (Setting.connectQuery.key, Self.string(database.connectQuery ?? "")),
+                (Setting.maxDBConnections.key, String(database.maxDBConnections)),
             ]
             for (key, value) in values {
                 let origin =
@@ -88,6 +89,7 @@ extension LifeguardConfiguration {
         case .idleTimeout: Self.string(self.idleTimeout.map(Self.duration) ?? "off")
         case .leakThreshold: Self.string(self.leakThreshold.map(Self.duration) ?? "off")
         case .maxClientConn: String(self.maxClientConn)
+        case .maxDBConnections: String(self.maxDBConnections)
         case .drainTimeout: Self.string(Self.duration(self.drainTimeout))
         case .resetQuery: Self.string(self.resetQuery ?? "")
         case .connectQuery: Self.string(self.connectQuery ?? "")

@@ -50,6 +50,9 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var leakThreshold: Duration?
     /// Client connections accepted in total (default 100).
     public var maxClientConn: Int
+    /// Server connections per database, all its pools together (PgBouncer's `max_db_connections`); 0 = no cap
+    /// (default). Each database has its own count; a `[databases.NAME]` entry may set its own.
+    public var maxDBConnections: Int = 0
     /// On SIGTERM, how long transactions in flight may finish before connections are closed (default 30 s).
     public var drainTimeout: Duration
     /// Sent to a server connection before another client gets it; nil = none (default `DISCARD ALL`).
@@ -141,6 +144,8 @@ public struct DatabaseConfiguration: Sendable, Equatable {
     public var poolTimeout: Duration
     /// Run once on every new server connection of this database's pools (``LifeguardConfiguration/connectQuery``).
     public var connectQuery: String?
+    /// The cap on this database's server connections (``LifeguardConfiguration/maxDBConnections``); 0 = none.
+    public var maxDBConnections: Int
 
     public init(
         name: String,
@@ -150,7 +155,8 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         minSize: Int,
         maxOverflow: Int,
         poolTimeout: Duration,
-        connectQuery: String? = nil
+        connectQuery: String? = nil,
+        maxDBConnections: Int = 0
     ) {
         self.name = name
         self.dsn = dsn
@@ -160,6 +166,7 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         self.maxOverflow = maxOverflow
         self.poolTimeout = poolTimeout
         self.connectQuery = connectQuery
+        self.maxDBConnections = maxDBConnections
     }
 }
 

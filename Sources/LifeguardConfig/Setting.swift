@@ -19,6 +19,7 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case idleTimeout = "idle_timeout"
     case leakThreshold = "leak_threshold"
     case maxClientConn = "max_client_conn"
+    case maxDBConnections = "max_db_connections"
     case drainTimeout = "drain_timeout"
     case resetQuery = "reset_query"
     case connectQuery = "connect_query"
@@ -47,7 +48,9 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     public var flag: String { "--" + self.rawValue.replacing("_", with: "-") }
 
     /// The settings a `[databases.NAME]` entry may override.
-    static let perDatabase: [Setting] = [.poolMode, .poolSize, .minSize, .maxOverflow, .poolTimeout, .connectQuery]
+    static let perDatabase: [Setting] = [
+        .poolMode, .poolSize, .minSize, .maxOverflow, .poolTimeout, .connectQuery, .maxDBConnections,
+    ]
 
     /// Order of declaration, which is also the order of the rendered file.
     public static func < (lhs: Setting, rhs: Setting) -> Bool {

@@ -33,6 +33,9 @@ public struct PoolStateMachine: Sendable {
     private var nextConnectionID = 0
     /// Connections with a lower id are stale (``PoolEvent/reconnect``).
     private(set) var staleBelow = 0
+    /// Set by ``PoolEvent/connectDeferred(_:)``, cleared by ``PoolEvent/connectPermitted``: the database's
+    /// `max_db_connections` holds new connects back, so none is asked for meanwhile.
+    public private(set) var connectsDeferred = false
     private var nextTimerID = 0
     private var nextSeq = 0
     /// Collects the actions of the event being handled (the caller's buffer, lent by `handle`).
@@ -101,6 +104,12 @@ public struct PoolStateMachine: Sendable {
             self.shutdown()
         case .closeLeased:
             self.closeLeased()
+        case .connectDeferred(let id):
+            self.connectDeferred(id)
+        case .connectPermitted:
+            self.connectPermitted(now: now)
+        case .evictIdle:
+            self.evictIdle()
         }
     }
 
@@ -353,6 +362,31 @@ public struct PoolStateMachine: Sendable {
         self.checkShutdownComplete()
     }
 
+    private mutating func connectDeferred(_ id: ConnectionID) {
+        guard case .connecting = self.connections[id] else { return }
+        self.setState(id, nil)
+        self.connectsDeferred = true
+        self.checkShutdownComplete()
+    }
+
+    private mutating func connectPermitted(now: PoolInstant) {
+        guard self.connectsDeferred else { return }
+        self.connectsDeferred = false
+        if self.isAcceptingRequests { self.fillDemand(now: now) }
+    }
+
+    /// Not followed by ``fillDemand(now:)``: the room is for the pool that asked, not for this one's `min_size`.
+    private mutating func evictIdle() {
+        guard self.isAcceptingRequests, let id = self.idleOrder.first?.id, case .idle(let idle) = self.connections[id]
+        else { return }
+        if let timer = idle.idleTimer { self.emit(.cancelTimer(timer)) }
+        self.close(id, .idle)
+    }
+
+    /// When the least recently used idle connection became idle; nil when none is idle. Eviction picks the pool whose
+    /// idle connection is the oldest, as PgBouncer does.
+    public var oldestIdleSince: ContinuousClock.Instant? { self.idleOrder.first?.since.instant }
+
     private mutating func closeLeased() {
         guard self.phase == .shuttingDown else { return }
         for id in self.connections.keys.sorted() {
@@ -409,6 +443,7 @@ public struct PoolStateMachine: Sendable {
         let total = self.counts.open + inFlight
         var wanted = max(self.queue.count - inFlight, self.configuration.minSize - total, 0)
         wanted = min(wanted, self.configuration.maxConnections - total)
+        if self.connectsDeferred { wanted = 0 }
         switch self.phase {
         case .running:
             break

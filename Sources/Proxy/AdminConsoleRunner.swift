@@ -405,7 +405,7 @@ final class AdminConsoleRunner: Sendable {
     ) -> [AdminSnapshot.Database] {
         var rows: [String: AdminSnapshot.Database] = [:]
         func row(name: String, route: ProxyRoute, configuredMode: PoolMode?) -> AdminSnapshot.Database {
-            AdminSnapshot.Database(
+            var database = AdminSnapshot.Database(
                 name: name,
                 host: route.upstream.host,
                 port: route.upstream.port ?? 5432,
@@ -419,6 +419,8 @@ final class AdminConsoleRunner: Sendable {
                 paused: false,
                 disabled: false
             )
+            database.maxConnections = route.maxDBConnections
+            return database
         }
         for entry in configuration.databases {
             let user = LifeguardConfiguration.pinned(entry.dsn, "user") ?? AdminConsoleName.user

@@ -30,7 +30,8 @@ final class ProxyPool: Sendable {
         group: any EventLoopGroup,
         metrics: PoolMetrics,
         observer: any PoolObserver,
-        logger: Logger
+        logger: Logger,
+        budget: ConnectionBudget? = nil
     ) {
         self.key = route.key
         self.metrics = metrics
@@ -48,7 +49,8 @@ final class ProxyPool: Sendable {
             key: route.key,
             configuration: route.configuration,
             factory: factory,
-            observer: observer
+            observer: observer,
+            budget: budget
         )
         metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
     }

@@ -20,6 +20,8 @@ public struct ProxyRoute: Sendable, Equatable {
     public var configuration: PoolConfiguration
     /// Run on every new server connection before the pool uses it (`connect_query`); nil = none.
     public var connectQuery: String? = nil
+    /// The cap on the server connections of every pool of `key.database` (`max_db_connections`); 0 = none.
+    public var maxDBConnections: Int = 0
 }
 
 /// Why a client's (database, user) has no pool; ``message`` is what the client sees.
@@ -58,7 +60,8 @@ extension LifeguardConfiguration {
                     maxOverflow: entry.maxOverflow,
                     poolTimeout: entry.poolTimeout
                 ),
-                connectQuery: entry.connectQuery
+                connectQuery: entry.connectQuery,
+                maxDBConnections: entry.maxDBConnections
             )
             return .success(route)
         }
@@ -87,7 +90,8 @@ extension LifeguardConfiguration {
                 maxOverflow: self.maxOverflow,
                 poolTimeout: self.poolTimeout
             ),
-            connectQuery: self.connectQuery
+            connectQuery: self.connectQuery,
+            maxDBConnections: self.maxDBConnections
         )
         return .success(route)
     }

@@ -47,6 +47,7 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         .init(setting: .maxClientConn, toml: "1000", text: "1000") { $0.maxClientConn == 1000 },
         .init(setting: .drainTimeout, toml: "0", text: "0") { $0.drainTimeout == .zero },
         .init(setting: .resetQuery, toml: "\"RESET ALL\"", text: "RESET ALL") { $0.resetQuery == "RESET ALL" },
+        .init(setting: .maxDBConnections, toml: "40", text: "40") { $0.maxDBConnections == 40 },
         .init(setting: .connectQuery, toml: "\"SET work_mem = '8MB'\"", text: "SET work_mem = '8MB'") {
             $0.connectQuery == "SET work_mem = '8MB'"
         },
@@ -134,6 +135,7 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(configuration.drainTimeout == .seconds(30))
         #expect(configuration.resetQuery == "DISCARD ALL")
         #expect(configuration.connectQuery == nil)
+        #expect(configuration.maxDBConnections == 0)
         #expect(configuration.logLevel == .info)
         #expect(configuration.authType == nil)
         #expect(configuration.authFile == nil)
@@ -333,6 +335,7 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
                 pool_mode = "session"
                 min_size = 2
                 max_overflow = 0
+                max_db_connections = 4
                 [databases]
                 legacy = "host=legacy.example"
                 """
@@ -348,7 +351,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(reports.poolSize == 8)
         #expect(reports.minSize == 2)
         #expect(reports.maxOverflow == 0)
+        #expect(reports.maxDBConnections == 4)
         #expect(configuration.database(named: "legacy")?.dsn.host == "legacy.example")
+        #expect(orders.maxDBConnections == 0)
         #expect(configuration.provenance.origins["databases.orders.pool_size"] != nil)
         #expect(configuration.provenance.origins["databases.orders.max_overflow"] == nil)
     }
