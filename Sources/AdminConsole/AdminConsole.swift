@@ -22,9 +22,9 @@ public struct AdminLogin: Sendable, Equatable {
 public struct AdminLoginPolicy: Sendable, Equatable {
     /// The operating-system identity of a Unix-socket peer (`SO_PEERCRED`/`getpeereid`).
     ///
-    /// The hook for PgBouncer's rule that the OS user running the pooler may log in as `pgbouncer` over the Unix
-    /// socket without a password (`admin_pre_login` in src/admin.c). No listener passes one yet: the Unix socket
-    /// listener, once it exists, reads the peer's uid and hands it to ``login(user:peer:)``.
+    /// PgBouncer's rule that the OS user running the pooler may log in as `pgbouncer` over the Unix socket without a
+    /// password (`admin_pre_login` in src/admin.c): the Unix-socket listener reads the peer's uid and hands it to
+    /// ``login(user:peer:)``; TCP clients have none.
     public struct PeerIdentity: Sendable, Equatable {
         /// The peer runs as the same OS user as Lifeguard.
         public var sameUserAsProcess: Bool
@@ -82,8 +82,6 @@ public enum AdminDecision: Sendable, Equatable {
         case .set(let key, _):
             if AdminFakeParameter(name: key) != nil { return .reply(.notice("SET ignored", detail: nil, tag: "SET")) }
             return .reply(.error(.notImplemented("SET \(key)")))
-        case .kill: return .reply(.error(.notImplemented("KILL")))
-        case .waitClose: return .reply(.error(.notImplemented("WAIT_CLOSE")))
         case .suspend: return .reply(.error(.notImplemented("SUSPEND")))
         case .disable(nil), .enable(nil): return .reply(.error(AdminError(message: "a database is required")))
         case .killClient(let argument):
@@ -91,7 +89,7 @@ public enum AdminDecision: Sendable, Equatable {
                 return .reply(.error(AdminError(message: "invalid client pointer supplied")))
             }
             return .run(command)
-        case .pause, .resume, .disable, .enable, .reload, .shutdown, .reconnect:
+        case .pause, .resume, .disable, .enable, .reload, .shutdown, .reconnect, .kill, .waitClose:
             return .run(command)
         }
     }

@@ -41,9 +41,12 @@ public enum AdminReports {
         \tRESUME [<db>]
         \tDISABLE <db>
         \tENABLE <db>
+        \tRECONNECT [<db>]
+        \tKILL [<db>]
         \tKILL_CLIENT <client_id>
         \tSHUTDOWN
         \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS
+        \tWAIT_CLOSE [<db>]
         """
 
     // MARK: Pools
@@ -149,8 +152,9 @@ public enum AdminReports {
                 type, socket.user, socket.database, "none", socket.state, socket.address, String(socket.port),
                 socket.localAddress, String(socket.localPort), AdminTime.format(socket.connectTime),
                 AdminTime.format(socket.requestTime), String(socket.wait / 1_000_000),
-                String(socket.wait % 1_000_000), "0", socket.pointer, socket.link ?? "", String(socket.remotePID),
-                socket.tls, socket.applicationName, String(socket.preparedStatements), String(socket.id),
+                String(socket.wait % 1_000_000), socket.closeNeeded ? "1" : "0", socket.pointer, socket.link ?? "",
+                String(socket.remotePID), socket.tls, socket.applicationName, String(socket.preparedStatements),
+                String(socket.id),
             ]
         }
         return AdminTable(columns: AdminColumns.sockets, rows: rows)
@@ -186,7 +190,8 @@ public enum AdminReports {
             return [
                 database.name, database.host, String(database.port), database.database, database.forceUser,
                 String(database.poolSize), String(database.minPoolSize), String(database.reservePoolSize),
-                String(database.serverLifetime), database.poolMode?.rawValue, nil, "0", String(servers), "0",
+                String(database.serverLifetime), database.poolMode?.rawValue, nil, String(database.maxConnections),
+                String(servers), "0",
                 String(clients), database.paused || snapshot.pausedAll ? "1" : "0", database.disabled ? "1" : "0",
             ]
         }

@@ -148,6 +148,8 @@ public struct AdminSnapshot: Sendable {
         public var pointer: String
         public var link: String?
         public var remotePID: Int32 = 0
+        /// A server connection to close once released (`RECONNECT`, a reload that moved its pool): `close_needed`.
+        public var closeNeeded = false
         public var tls: String = ""
         public var applicationName: String = ""
         public var preparedStatements: Int = 0
@@ -200,6 +202,8 @@ public struct AdminSnapshot: Sendable {
         public var poolMode: PoolMode?
         public var paused: Bool
         public var disabled: Bool
+        /// `max_db_connections` (0: none).
+        public var maxConnections = 0
 
         public init(
             name: String,

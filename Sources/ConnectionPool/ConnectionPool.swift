@@ -53,6 +53,8 @@ where Clock.Instant == ContinuousClock.Instant {
     @usableFromInline let backgroundInput: AsyncStream<Background>.Continuation
     /// An `AsyncStream` has one consumer.
     @usableFromInline let runStarted = Atomic<Bool>(false)
+    /// The database's `max_db_connections`, shared with its other pools; nil: not counted.
+    @usableFromInline let budget: ConnectionBudget?
 
     @usableFromInline
     struct State {
@@ -108,21 +110,29 @@ where Clock.Instant == ContinuousClock.Instant {
     ///     takes.
     ///   - observer: receives observations and stats, outside the pool's lock; must not call back into the pool.
     ///   - jitterSeed: seeds the connect backoff jitter.
+    ///   - budget: the database's `max_db_connections`, shared by its pools.
     public init(
         key: PoolKey,
         configuration: PoolConfiguration,
         factory: Factory,
         clock: Clock,
         observer: any PoolObserver = NoOpPoolObserver(),
-        jitterSeed: UInt64 = .random(in: 0...UInt64.max)
+        jitterSeed: UInt64 = .random(in: 0...UInt64.max),
+        budget: ConnectionBudget? = nil
     ) {
         self.key = key
         self.factory = factory
         self.clock = clock
         self.observer = observer
+        self.budget = budget
         let machine = PoolStateMachine(key: key, configuration: configuration, jitterSeed: jitterSeed)
         self.state = Mutex(State(machine: machine))
         (self.background, self.backgroundInput) = AsyncStream.makeStream()
+        budget?.join(self)
+    }
+
+    deinit {
+        self.budget?.leave(self)
     }
 
     /// A pool on the real clock.
@@ -131,7 +141,8 @@ where Clock.Instant == ContinuousClock.Instant {
         configuration: PoolConfiguration,
         factory: Factory,
         observer: any PoolObserver = NoOpPoolObserver(),
-        jitterSeed: UInt64 = .random(in: 0...UInt64.max)
+        jitterSeed: UInt64 = .random(in: 0...UInt64.max),
+        budget: ConnectionBudget? = nil
     ) where Clock == ContinuousClock {
         self.init(
             key: key,
@@ -139,7 +150,8 @@ where Clock.Instant == ContinuousClock.Instant {
             factory: factory,
             clock: ContinuousClock(),
             observer: observer,
-            jitterSeed: jitterSeed
+            jitterSeed: jitterSeed,
+            budget: budget
         )
     }
 
@@ -233,6 +245,8 @@ where Clock.Instant == ContinuousClock.Instant {
     @inlinable
     public func release(_ connection: Connection, lease request: RequestID) {
         self.handle(.connectionReleased(connection.id, lease: request))
+        // The connection may be idle now: room for another pool of the database that waits for some.
+        if let budget = self.budget, budget.hasDeferred { budget.makeRoom() }
     }
 
     @inlinable
@@ -310,6 +324,8 @@ where Clock.Instant == ContinuousClock.Instant {
     @inlinable
     public func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
         self.handle(.leaseRequested(request, affinity: affinity)) { $0.requests[request] = completion }
+        // A client of a pool that waits for room under max_db_connections: room is made for it if some is idle.
+        if let budget = self.budget, budget.hasDeferred { budget.makeRoom() }
     }
 
     @inlinable
@@ -402,6 +418,7 @@ where Clock.Instant == ContinuousClock.Instant {
             completion(.failure(error))
         case .close(let connection):
             connection.close()
+            self.budget?.release()
         case .stopTimer(let stop):
             stop.resume()
         case .observe(let observation):
@@ -429,6 +446,10 @@ where Clock.Instant == ContinuousClock.Instant {
 
     @inlinable
     func connect(_ id: ConnectionID) async {
+        if let budget = self.budget, !budget.acquire() {
+            self.deferConnect(id, budget: budget)
+            return
+        }
         do throws(ConnectError) {
             let connection = try await self.factory.makeConnection(id: id, for: self.key)
             precondition(connection.id == id, "the factory must use the id it was given")
@@ -436,8 +457,21 @@ where Clock.Instant == ContinuousClock.Instant {
                 $0.connections[id] = connection
             }
         } catch {
+            self.budget?.release()
             self.handle(.connectFailed(id, error))
         }
+    }
+
+    /// No room under `max_db_connections`: the pool waits for room, and makes some when its clients wait.
+    @usableFromInline
+    func deferConnect(_ id: ConnectionID, budget: ConnectionBudget) {
+        self.handle(.connectDeferred(id))
+        guard budget.waitForRoom(self) else {
+            // Room was made between the two: try again now.
+            self.handle(.connectPermitted)
+            return
+        }
+        budget.makeRoom()
     }
 
     @inlinable
@@ -541,5 +575,19 @@ where Clock.Instant == ContinuousClock.Instant {
             delivered.stats = stats
             self.observer.pool(self.key, statsChanged: stats)
         }
+    }
+}
+
+extension ConnectionPool: ConnectionBudgetMember {
+    public func connectPermitted() {
+        self.handle(.connectPermitted)
+    }
+
+    public var oldestIdleSince: ContinuousClock.Instant? { self.state.withLock { $0.machine.oldestIdleSince } }
+
+    public var hasWaiters: Bool { self.state.withLock { $0.machine.stats.waiting > 0 } }
+
+    public func evictIdle() {
+        self.handle(.evictIdle)
     }
 }

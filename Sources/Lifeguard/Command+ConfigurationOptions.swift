@@ -83,6 +83,14 @@ extension Command {
 
         @Option(
             help: ArgumentHelp(
+                "Server connections per database, all its pools together; 0 for no cap (default 0).",
+                valueName: "N"
+            )
+        )
+        var maxDBConnections: String?
+
+        @Option(
+            help: ArgumentHelp(
                 "How long SIGTERM waits for transactions in flight (default 30s).",
                 valueName: "DURATION"
             )
@@ -96,6 +104,14 @@ extension Command {
             )
         )
         var resetQuery: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Query run once on every new server connection before its first use (default none).",
+                valueName: "SQL"
+            )
+        )
+        var connectQuery: String?
 
         @Option(
             help: ArgumentHelp(
@@ -216,9 +232,11 @@ extension Command {
                 (.maxOverflow, self.maxOverflow), (.poolTimeout, self.poolTimeout), (.poolRecycle, self.poolRecycle),
                 (.prePing, self.prePing.map { String($0) }), (.prePingDelay, self.prePingDelay),
                 (.idleTimeout, self.idleTimeout), (.leakThreshold, self.leakThreshold),
-                (.maxClientConn, self.maxClientConn), (.drainTimeout, self.drainTimeout),
-                (.resetQuery, self.resetQuery), (.logLevel, self.logLevel), (.authType, self.authType),
-                (.authFile, self.authFile), (.authUser, self.authUser), (.authQuery, self.authQuery),
+                (.maxClientConn, self.maxClientConn), (.maxDBConnections, self.maxDBConnections),
+                (.drainTimeout, self.drainTimeout),
+                (.resetQuery, self.resetQuery), (.connectQuery, self.connectQuery), (.logLevel, self.logLevel),
+                (.authType, self.authType), (.authFile, self.authFile), (.authUser, self.authUser),
+                (.authQuery, self.authQuery),
                 (.authDbname, self.authDbname), (.clientTLSSSLMode, self.clientTLSSSLMode),
                 (.clientTLSCertFile, self.clientTLSCertFile), (.clientTLSKeyFile, self.clientTLSKeyFile),
                 (.clientTLSCAFile, self.clientTLSCAFile), (.clientTLSProtocols, self.clientTLSProtocols),

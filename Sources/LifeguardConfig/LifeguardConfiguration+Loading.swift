@@ -279,12 +279,19 @@ private struct ConfigurationLoader {
             outcome = ValueParser.duration(raw, allowOff: true).map { self.configuration.leakThreshold = $0 }
         case .maxClientConn:
             outcome = ValueParser.integer(raw, minimum: 1).map { self.configuration.maxClientConn = $0 }
+        case .maxDBConnections:
+            outcome = ValueParser.integer(raw, minimum: 0).map { self.configuration.maxDBConnections = $0 }
         case .drainTimeout:
             outcome = ValueParser.duration(raw, allowOff: false).map { self.configuration.drainTimeout = $0 ?? .zero }
         case .resetQuery:
             outcome = ValueParser.string(raw, what: "an SQL statement, or \"\" for none").map {
                 let query = $0.trimmingWhitespace()
                 self.configuration.resetQuery = query.isEmpty ? nil : query
+            }
+        case .connectQuery:
+            outcome = ValueParser.string(raw, what: "an SQL statement, or \"\" for none").map {
+                let query = $0.trimmingWhitespace()
+                self.configuration.connectQuery = query.isEmpty ? nil : query
             }
         case .logLevel: outcome = ValueParser.choice(raw, as: LogLevel.self).map { self.configuration.logLevel = $0 }
         case .authType: outcome = ValueParser.choice(raw, as: AuthType.self).map { self.configuration.authType = $0 }
@@ -372,6 +379,8 @@ private struct ConfigurationLoader {
             var minSize = self.configuration.minSize
             var maxOverflow = self.configuration.maxOverflow
             var poolTimeout = self.configuration.poolTimeout
+            var connectQuery = self.configuration.connectQuery
+            var maxDBConnections = self.configuration.maxDBConnections
             for (key, raw, line) in entry.values {
                 let origin = SettingOrigin.file(path: path, line: line)
                 let fullKey = Self.displayKey(["databases", entry.name, key])
@@ -384,6 +393,13 @@ private struct ConfigurationLoader {
                 case Setting.minSize.key: outcome = ValueParser.integer(raw, minimum: 0).map { minSize = $0 }
                 case Setting.maxOverflow.key:
                     outcome = ValueParser.integer(raw, minimum: 0).map { maxOverflow = $0 }
+                case Setting.maxDBConnections.key:
+                    outcome = ValueParser.integer(raw, minimum: 0).map { maxDBConnections = $0 }
+                case Setting.connectQuery.key:
+                    outcome = ValueParser.string(raw, what: "an SQL statement, or \"\" for none").map {
+                        let query = $0.trimmingWhitespace()
+                        connectQuery = query.isEmpty ? nil : query
+                    }
                 default:
                     outcome = ValueParser.duration(raw, allowOff: false, positive: true).map {
                         poolTimeout = $0 ?? .zero
@@ -415,7 +431,9 @@ private struct ConfigurationLoader {
                     poolSize: poolSize,
                     minSize: minSize,
                     maxOverflow: maxOverflow,
-                    poolTimeout: poolTimeout
+                    poolTimeout: poolTimeout,
+                    connectQuery: connectQuery,
+                    maxDBConnections: maxDBConnections
                 )
             )
         }

@@ -46,6 +46,8 @@ extension LifeguardConfiguration {
                 (Setting.minSize.key, String(database.minSize)),
                 (Setting.maxOverflow.key, String(database.maxOverflow)),
                 (Setting.poolTimeout.key, Self.string(Self.duration(database.poolTimeout))),
+                (Setting.connectQuery.key, Self.string(database.connectQuery ?? "")),
+                (Setting.maxDBConnections.key, String(database.maxDBConnections)),
             ]
             for (key, value) in values {
                 let origin =
@@ -87,8 +89,10 @@ extension LifeguardConfiguration {
         case .idleTimeout: Self.string(self.idleTimeout.map(Self.duration) ?? "off")
         case .leakThreshold: Self.string(self.leakThreshold.map(Self.duration) ?? "off")
         case .maxClientConn: String(self.maxClientConn)
+        case .maxDBConnections: String(self.maxDBConnections)
         case .drainTimeout: Self.string(Self.duration(self.drainTimeout))
         case .resetQuery: Self.string(self.resetQuery ?? "")
+        case .connectQuery: Self.string(self.connectQuery ?? "")
         case .logLevel: Self.string(self.logLevel.rawValue)
         case .authType: self.authType.map { Self.string($0.rawValue) }
         case .authFile: self.authFile.map { Self.string($0) }

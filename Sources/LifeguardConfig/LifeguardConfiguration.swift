@@ -50,10 +50,16 @@ public struct LifeguardConfiguration: Sendable, Equatable {
     public var leakThreshold: Duration?
     /// Client connections accepted in total (default 100).
     public var maxClientConn: Int
+    /// Server connections per database, all its pools together (PgBouncer's `max_db_connections`); 0 = no cap
+    /// (default). Each database has its own count; a `[databases.NAME]` entry may set its own.
+    public var maxDBConnections: Int = 0
     /// On SIGTERM, how long transactions in flight may finish before connections are closed (default 30 s).
     public var drainTimeout: Duration
     /// Sent to a server connection before another client gets it; nil = none (default `DISCARD ALL`).
     public var resetQuery: String?
+    /// Run once on every new server connection of the upstream's pools, after login and before the connection is
+    /// used (PgBouncer's `connect_query`); nil = none (default).
+    public var connectQuery: String? = nil
     /// Logging threshold (default `info`).
     public var logLevel: LogLevel
     /// How clients authenticate; nil = not set (only allowed while `listen` is a loopback address).
@@ -136,6 +142,10 @@ public struct DatabaseConfiguration: Sendable, Equatable {
     public var minSize: Int
     public var maxOverflow: Int
     public var poolTimeout: Duration
+    /// Run once on every new server connection of this database's pools (``LifeguardConfiguration/connectQuery``).
+    public var connectQuery: String?
+    /// The cap on this database's server connections (``LifeguardConfiguration/maxDBConnections``); 0 = none.
+    public var maxDBConnections: Int
 
     public init(
         name: String,
@@ -144,7 +154,9 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         poolSize: Int,
         minSize: Int,
         maxOverflow: Int,
-        poolTimeout: Duration
+        poolTimeout: Duration,
+        connectQuery: String? = nil,
+        maxDBConnections: Int = 0
     ) {
         self.name = name
         self.dsn = dsn
@@ -153,6 +165,8 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         self.minSize = minSize
         self.maxOverflow = maxOverflow
         self.poolTimeout = poolTimeout
+        self.connectQuery = connectQuery
+        self.maxDBConnections = maxDBConnections
     }
 }
 

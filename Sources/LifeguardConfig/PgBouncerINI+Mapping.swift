@@ -135,11 +135,7 @@ private let rules: [String: Rule] = [
         "Lifeguard relays the simple query protocol; remove disable_pqexec or keep PgBouncer for this",
         harmless: ["0"]
     ),
-    "max_db_connections": .refused(
-        "Lifeguard has no cap on server connections per database; pool_size + max_overflow bound each pool: "
-            + "size them so that their sum fits, and remove max_db_connections",
-        harmless: ["0"]
-    ),
+    "max_db_connections": .setting(.maxDBConnections),
     "max_user_connections": .refused(
         "Lifeguard has no cap on server connections per user; pool_size + max_overflow bound each pool: "
             + "size them so that their sum fits, and remove max_user_connections",
@@ -558,15 +554,7 @@ private struct Translator {
                 }
             case "auth_user", "auth_query", "auth_dbname":
                 break  // hoistAuthSettings
-            case "max_db_connections":
-                if value != "0" {
-                    self.fail(
-                        entry,
-                        "max_db_connections is not supported: Lifeguard has no cap on server "
-                            + "connections per database; size pool_size and max_overflow instead"
-                    )
-                    failed = true
-                }
+            case "max_db_connections": pool.append((Setting.maxDBConnections.key, .string(value), entry.line))
             case "max_db_client_connections":
                 if value != "0" {
                     self.warn(
@@ -585,13 +573,7 @@ private struct Translator {
                 }
             case "load_balance_hosts":
                 self.warn(entry, "load_balance_hosts is not supported, ignored: a host list is tried in order")
-            case "connect_query":
-                self.fail(
-                    entry,
-                    "connect_query is not supported: for settings use PostgreSQL's ALTER ROLE ... SET "
-                        + "or ALTER DATABASE ... SET, or keep PgBouncer for this"
-                )
-                failed = true
+            case "connect_query": pool.append((Setting.connectQuery.key, .string(value), entry.line))
             default:
                 self.fail(entry, "unrecognized connection parameter \(key)")
                 failed = true
@@ -659,6 +641,8 @@ private struct Translator {
 
     /// The [pgbouncer] value (or PgBouncer's default) behind a per-database Lifeguard setting.
     func globalRaw(for setting: Setting) -> (raw: RawValue, line: Int?) {
+        // Only a database sets it in PgBouncer: the others have none.
+        if setting == .connectQuery { return (.string(""), nil) }
         let pgbouncerKey: String
         let fallback: String
         switch setting {
@@ -666,6 +650,7 @@ private struct Translator {
         case .minSize: (pgbouncerKey, fallback) = ("min_pool_size", "0")
         case .maxOverflow: (pgbouncerKey, fallback) = ("reserve_pool_size", "0")
         case .poolTimeout: (pgbouncerKey, fallback) = ("query_wait_timeout", "120")
+        case .maxDBConnections: (pgbouncerKey, fallback) = ("max_db_connections", "0")
         default: (pgbouncerKey, fallback) = ("pool_mode", "session")
         }
         if let entry = self.global[pgbouncerKey] { return (.string(entry.value), entry.line) }

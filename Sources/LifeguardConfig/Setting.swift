@@ -19,8 +19,10 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     case idleTimeout = "idle_timeout"
     case leakThreshold = "leak_threshold"
     case maxClientConn = "max_client_conn"
+    case maxDBConnections = "max_db_connections"
     case drainTimeout = "drain_timeout"
     case resetQuery = "reset_query"
+    case connectQuery = "connect_query"
     case logLevel = "log_level"
     case authType = "auth_type"
     case authFile = "auth_file"
@@ -46,7 +48,9 @@ public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
     public var flag: String { "--" + self.rawValue.replacing("_", with: "-") }
 
     /// The settings a `[databases.NAME]` entry may override.
-    static let perDatabase: [Setting] = [.poolMode, .poolSize, .minSize, .maxOverflow, .poolTimeout]
+    static let perDatabase: [Setting] = [
+        .poolMode, .poolSize, .minSize, .maxOverflow, .poolTimeout, .connectQuery, .maxDBConnections,
+    ]
 
     /// Order of declaration, which is also the order of the rendered file.
     public static func < (lhs: Setting, rhs: Setting) -> Bool {

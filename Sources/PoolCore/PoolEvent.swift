@@ -37,6 +37,15 @@ public enum PoolEvent: Sendable, Equatable {
     case shutdown
     /// The drain timeout passed: close leased connections too.
     case closeLeased
+    /// The connect asked for by ``PoolAction/createConnection(_:)`` is not made: the database's
+    /// `max_db_connections` is reached. The pool opens nothing more until ``connectPermitted``; its waiters keep
+    /// waiting, up to `pool_timeout`.
+    case connectDeferred(ConnectionID)
+    /// There is room under the database's `max_db_connections` again: the pool opens what it still needs.
+    case connectPermitted
+    /// Another pool of the database needs room under `max_db_connections`: close the least recently used idle
+    /// connection, if there is one (PgBouncer's eviction). Counted as closed for `idle`.
+    case evictIdle
 }
 
 /// What the live pool must do; returned by ``PoolStateMachine/handle(_:now:)`` in the order to run them.

@@ -20,19 +20,29 @@ public struct PoolInspection: Sendable, Equatable {
         public var openedAt: ContinuousClock.Instant
         /// When it was last handed out or became idle; nil while connecting or pinging.
         public var since: ContinuousClock.Instant?
+        /// Opened before a ``PoolEvent/reconnect``: it closes once nobody holds it (PgBouncer's `close_needed`).
+        public var closeNeeded: Bool
 
-        public init(id: ConnectionID, state: State, openedAt: ContinuousClock.Instant, since: ContinuousClock.Instant?)
-        {
+        public init(
+            id: ConnectionID,
+            state: State,
+            openedAt: ContinuousClock.Instant,
+            since: ContinuousClock.Instant?,
+            closeNeeded: Bool = false
+        ) {
             self.id = id
             self.state = state
             self.openedAt = openedAt
             self.since = since
+            self.closeNeeded = closeNeeded
         }
     }
 
     public var stats: PoolStats
     /// Ordered by id (the order they were opened in).
     public var connections: [Connection]
+    /// How many of ``connections`` are to close (``Connection/closeNeeded``): what `WAIT_CLOSE` waits for.
+    public var closeNeededCount: Int { self.connections.count { $0.closeNeeded } }
     /// When the request that has waited longest began waiting; nil when nobody waits.
     public var oldestWaiterSince: ContinuousClock.Instant?
 
@@ -65,6 +75,9 @@ extension PoolStateMachine {
                     .init(id: id, state: .leased, openedAt: lease.openedAt.instant, since: lease.since.instant)
                 )
             }
+        }
+        for index in connections.indices where connections[index].id.rawValue < self.staleBelow {
+            connections[index].closeNeeded = true
         }
         connections.sort { $0.id < $1.id }
         return PoolInspection(stats: self.stats, connections: connections, oldestWaiterSince: oldest?.instant)

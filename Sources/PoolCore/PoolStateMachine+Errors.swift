@@ -9,9 +9,14 @@ extension PoolStateMachine {
         if self.counts.connecting > 0 {
             message += ", \(self.counts.connecting) connecting"
         }
-        message +=
-            ", \(self.counts.waiting) \(self.counts.waiting == 1 ? "client" : "clients") waiting; "
-            + "raise pool_size or max_overflow, or pool_timeout if such waits are expected"
+        message += ", \(self.counts.waiting) \(self.counts.waiting == 1 ? "client" : "clients") waiting; "
+        if self.connectsDeferred {
+            message +=
+                "the database's max_db_connections holds new connections back: raise it, or size the pools of the "
+                + "database to fit it"
+        } else {
+            message += "raise pool_size or max_overflow, or pool_timeout if such waits are expected"
+        }
         return PoolError(code: .timeout, message: message)
     }
 

@@ -33,7 +33,10 @@ public struct PoolStateMachine: Sendable {
     var random: SplitMix64
     private var nextConnectionID = 0
     /// Connections with a lower id are stale (``PoolEvent/reconnect``).
-    private var staleBelow = 0
+    private(set) var staleBelow = 0
+    /// Set by ``PoolEvent/connectDeferred(_:)``, cleared by ``PoolEvent/connectPermitted``: the database's
+    /// `max_db_connections` holds new connects back, so none is asked for meanwhile.
+    public private(set) var connectsDeferred = false
     private var nextTimerID = 0
     /// The one pending `idle_timeout` sweep, if any: set while any connection is idle (and `idleTimeout` is set).
     /// One timer for the pool rather than one per idle connection, so that a checkout and a return schedule and
@@ -106,6 +109,12 @@ public struct PoolStateMachine: Sendable {
             self.shutdown()
         case .closeLeased:
             self.closeLeased()
+        case .connectDeferred(let id):
+            self.connectDeferred(id)
+        case .connectPermitted:
+            self.connectPermitted(now: now)
+        case .evictIdle:
+            self.evictIdle()
         }
     }
 
@@ -371,6 +380,29 @@ public struct PoolStateMachine: Sendable {
         self.checkShutdownComplete()
     }
 
+    private mutating func connectDeferred(_ id: ConnectionID) {
+        guard case .connecting = self.connections[id] else { return }
+        self.setState(id, nil)
+        self.connectsDeferred = true
+        self.checkShutdownComplete()
+    }
+
+    private mutating func connectPermitted(now: PoolInstant) {
+        guard self.connectsDeferred else { return }
+        self.connectsDeferred = false
+        if self.isAcceptingRequests { self.fillDemand(now: now) }
+    }
+
+    /// Not followed by ``fillDemand(now:)``: the room is for the pool that asked, not for this one's `min_size`.
+    private mutating func evictIdle() {
+        guard self.isAcceptingRequests, let id = self.idleOrder.first?.id else { return }
+        self.close(id, .idle)
+    }
+
+    /// When the least recently used idle connection became idle; nil when none is idle. Eviction picks the pool whose
+    /// idle connection is the oldest, as PgBouncer does.
+    public var oldestIdleSince: ContinuousClock.Instant? { self.idleOrder.first?.since.instant }
+
     private mutating func closeLeased() {
         guard self.phase == .shuttingDown else { return }
         for id in self.connections.keys.sorted() {
@@ -426,6 +458,7 @@ public struct PoolStateMachine: Sendable {
         let total = self.counts.open + inFlight
         var wanted = max(self.queue.count - inFlight, self.configuration.minSize - total, 0)
         wanted = min(wanted, self.configuration.maxConnections - total)
+        if self.connectsDeferred { wanted = 0 }
         switch self.phase {
         case .running:
             break

@@ -145,6 +145,17 @@ final class AdminConsoleRunner: Sendable {
             // New server connections for every client from now on; those in use close when they come back.
             for pool in context.pools where database == nil || pool.key.database == database { pool.pool.reconnect() }
             reply(.done(tag: "RECONNECT"))
+        case .kill(let database):
+            self.kill(database, context: context, eventLoop: eventLoop, reply: reply)
+        case .waitClose(let database):
+            if database == AdminConsoleName.database {
+                return reply(.error(AdminError(message: "cannot wait in admin db: \(AdminConsoleName.database)")))
+            }
+            if let database, !Self.knows(database, context: context) {
+                return reply(.error(AdminError(message: "no such database: \(database)")))
+            }
+            let pools = context.pools.filter { database == nil || $0.key.database == database }
+            Self.waitUntilClosed(pools, eventLoop: eventLoop) { reply(.done(tag: "WAIT_CLOSE")) }
         case .killClient(let argument):
             guard let id = Int(argument), context.clients.kill(id) else {
                 return reply(.error(AdminError(message: "client not found")))
@@ -168,6 +179,90 @@ final class AdminConsoleRunner: Sendable {
         default:
             // Decided in AdminDecision: never asked to run.
             reply(.error(.notImplemented("this command")))
+        }
+    }
+
+    /// `KILL [db]`, as PgBouncer: the database (every database Lifeguard knows of without `db`) is paused, its
+    /// clients are closed with FATAL 57P01 and its server connections with them: idle ones at once, the others as
+    /// their clients go. Answers once the clients are gone (or after ``killWait``: a client that reads nothing
+    /// cannot be told).
+    private func kill(
+        _ database: String?,
+        context: ProxyContext,
+        eventLoop: any EventLoop,
+        reply: @escaping @Sendable (AdminReply) -> Void
+    ) {
+        if database == AdminConsoleName.database {
+            return reply(.error(AdminError(message: "cannot kill admin db: \(AdminConsoleName.database)")))
+        }
+        if let database, !Self.knows(database, context: context) {
+            return reply(.error(AdminError(message: "no such database: \(database)")))
+        }
+        let pools = context.pools.filter { database == nil || $0.key.database == database }
+        let databases = database.map { [$0] } ?? Self.knownDatabases(context)
+        let refused = self.state.withLock { state -> AdminError? in
+            if state.pausedAll { return AdminError(message: "already suspended/paused") }
+            state.pausedDatabases.formUnion(databases)
+            return nil
+        }
+        if let refused { return reply(.error(refused)) }
+        for pool in pools {
+            pool.setPaused(true)
+            // Every connection open now closes: idle ones at once, leased ones when their killed client lets go.
+            pool.pool.reconnect()
+        }
+        let message = "admin forced disconnect: KILL" + (database.map { " \($0)" } ?? "")
+        let killed = context.clients.kill(databases: database.map { [$0] }, message: message)
+        Self.waitUntilGone(killed, clients: context.clients, until: .now() + Self.killWait, eventLoop: eventLoop) {
+            reply(.done(tag: "KILL"))
+        }
+    }
+
+    private static func waitUntilGone(
+        _ ids: [Int],
+        clients: ClientRegistry,
+        until deadline: NIODeadline,
+        eventLoop: any EventLoop,
+        done: @escaping @Sendable () -> Void
+    ) {
+        guard clients.anyConnected(ids), NIODeadline.now() < deadline else {
+            done()
+            return
+        }
+        eventLoop.scheduleTask(in: Self.pausePoll) {
+            Self.waitUntilGone(ids, clients: clients, until: deadline, eventLoop: eventLoop, done: done)
+        }
+    }
+
+    /// How long `KILL` waits for the clients it closed to be gone before it answers.
+    static let killWait = TimeAmount.seconds(2)
+
+    /// Whether `database` names a database: a pool's, a `[databases]` entry's, or any name when an upstream passes
+    /// names through (PgBouncer's auto-database).
+    private static func knows(_ database: String, context: ProxyContext) -> Bool {
+        let configuration = context.configuration
+        return configuration.upstream != nil || configuration.database(named: database) != nil
+            || context.pools.contains { $0.key.database == database }
+    }
+
+    /// The databases of every pool and `[databases]` entry.
+    private static func knownDatabases(_ context: ProxyContext) -> Set<String> {
+        Set(context.pools.map(\.key.database)).union(context.configuration.databases.map(\.name))
+    }
+
+    /// Calls `done` on `eventLoop` once no server connection of `pools` is left that a `RECONNECT` (or a reload that
+    /// moved its pool) marked for closing.
+    private static func waitUntilClosed(
+        _ pools: [ProxyPool],
+        eventLoop: any EventLoop,
+        done: @escaping @Sendable () -> Void
+    ) {
+        guard pools.contains(where: { $0.pool.inspect().0.closeNeededCount > 0 }) else {
+            done()
+            return
+        }
+        eventLoop.scheduleTask(in: Self.pausePoll) {
+            Self.waitUntilClosed(pools, eventLoop: eventLoop, done: done)
         }
     }
 
@@ -282,6 +377,7 @@ final class AdminConsoleRunner: Sendable {
                     id: connection.id.rawValue
                 )
                 socket.remotePID = server?.backendKey?.processID ?? 0
+                socket.closeNeeded = connection.closeNeeded
                 snapshot.servers.append(socket)
             }
         }
@@ -309,7 +405,7 @@ final class AdminConsoleRunner: Sendable {
     ) -> [AdminSnapshot.Database] {
         var rows: [String: AdminSnapshot.Database] = [:]
         func row(name: String, route: ProxyRoute, configuredMode: PoolMode?) -> AdminSnapshot.Database {
-            AdminSnapshot.Database(
+            var database = AdminSnapshot.Database(
                 name: name,
                 host: route.upstream.host,
                 port: route.upstream.port ?? 5432,
@@ -323,6 +419,8 @@ final class AdminConsoleRunner: Sendable {
                 paused: false,
                 disabled: false
             )
+            database.maxConnections = route.maxDBConnections
+            return database
         }
         for entry in configuration.databases {
             let user = LifeguardConfiguration.pinned(entry.dsn, "user") ?? AdminConsoleName.user

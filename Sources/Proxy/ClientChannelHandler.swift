@@ -37,7 +37,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         case tlsEstablished(alpn: String?)
         case drain
         case terminate
-        case kill
+        case kill(message: String)
         case consoleAnswered(ByteBuffer)
         case clientClosed
     }
@@ -84,12 +84,21 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     private var status: ClientStatus?
     /// Set for a client of the admin console (database `pgbouncer`) that may use it.
     private var consoleAccess: AdminAccess?
+    /// The Unix-socket peer's OS identity, for the console's peer login; nil over TCP.
+    private let peer: AdminLoginPolicy.PeerIdentity?
 
-    init(context: ProxyContext, clientID: Int, allocator: ByteBufferAllocator, tls: ClientTLS? = nil) {
+    init(
+        context: ProxyContext,
+        clientID: Int,
+        allocator: ByteBufferAllocator,
+        tls: ClientTLS? = nil,
+        peer: AdminLoginPolicy.PeerIdentity? = nil
+    ) {
         self.proxy = context
         self.clientID = clientID
         self.allocator = allocator
         self.tls = tls
+        self.peer = peer
         self.session = ClientSession(allocator: allocator, tls: tls?.policy ?? .unavailable)
     }
 
@@ -200,7 +209,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         switch event {
         case .drain: self.enqueue(.drain)
         case .terminate: self.enqueue(.terminate)
-        case .kill: self.enqueue(.kill)
+        case .kill(let message): self.enqueue(.kill(message: message))
         }
     }
 
@@ -321,12 +330,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.session.drain(into: &self.actions)
         case .terminate:
             self.session.terminate(into: &self.actions)
-        case .kill:
-            self.session.disconnect(
-                sqlState: PGSQLState.adminShutdown,
-                message: "admin forced disconnect",
-                into: &self.actions
-            )
+        case .kill(let message):
+            self.session.disconnect(sqlState: PGSQLState.adminShutdown, message: message, into: &self.actions)
         case .consoleAnswered(let reply):
             self.session.consoleAnswered(reply, into: &self.actions)
         case .clientClosed:
@@ -708,12 +713,12 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     // MARK: The admin console
 
     /// A client of the virtual database `pgbouncer`: it authenticates as any client does (`auth_type`, `auth_file`),
-    /// then is refused unless `admin_users` or `stats_users` lists it.
+    /// then is refused unless `admin_users` or `stats_users` lists it; or it is user `pgbouncer` on the Unix socket
+    /// run by Lifeguard's own OS user, let in without a password as PgBouncer does.
     private func admitConsole(user: String, configuration: LifeguardConfiguration) {
         let policy = AdminLoginPolicy(adminUsers: configuration.adminUsers, statsUsers: configuration.statsUsers)
-        // The hook for PgBouncer's peer login: a Unix socket listener passes the peer's identity here, and a login
-        // with `authenticates == false` then uses the trust method below.
-        let login = policy.login(user: user, peer: nil)
+        // PgBouncer's peer login: a login with `authenticates == false` uses the trust method below.
+        let login = policy.login(user: user, peer: self.peer)
         self.consoleAccess = login?.access
         self.loggedIn(user: user, pool: PoolKey(database: AdminConsoleName.database, user: AdminConsoleName.user))
         let (key, target) =

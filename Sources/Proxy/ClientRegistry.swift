@@ -1,3 +1,4 @@
+import AdminConsole
 import LifeguardMetrics
 import NIOCore
 import PGWire
@@ -21,8 +22,8 @@ enum ClientDrainEvent: Sendable {
     case drain
     /// Close now.
     case terminate
-    /// Close now: the admin console's `KILL_CLIENT`.
-    case kill
+    /// Close now with FATAL 57P01 and this message: the admin console's `KILL_CLIENT` and `KILL`.
+    case kill(message: String)
 }
 
 /// What the admin console shows of a client (`SHOW CLIENTS`, and the client counts of `SHOW POOLS`), kept up to date
@@ -179,8 +180,28 @@ final class ClientRegistry: Sendable {
     /// Asks one client to close now (`KILL_CLIENT`); false when there is no such client.
     func kill(_ id: Int) -> Bool {
         guard let channel = self.state.withLock({ $0.entries[id]?.channel }) else { return false }
-        channel.pipeline.fireUserInboundEventTriggered(ClientDrainEvent.kill)
+        channel.pipeline.fireUserInboundEventTriggered(ClientDrainEvent.kill(message: "admin forced disconnect"))
         return true
+    }
+
+    /// Asks every logged-in client of `databases` (of every database but the console's when nil) to close now
+    /// (`KILL`); returns their ids.
+    func kill(databases: Set<String>?, message: String) -> [Int] {
+        let victims = self.loggedIn().compactMap { id, status, _ -> Int? in
+            guard let database = status.login.withLock({ $0?.pool.database }) else { return nil }
+            let chosen = databases.map { $0.contains(database) } ?? (database != AdminConsoleName.database)
+            return chosen ? id : nil
+        }
+        let channels = self.state.withLock { state in victims.compactMap { state.entries[$0]?.channel } }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ClientDrainEvent.kill(message: message))
+        }
+        return victims
+    }
+
+    /// Whether any of `ids` is still connected.
+    func anyConnected(_ ids: [Int]) -> Bool {
+        self.state.withLock { state in ids.contains { state.entries[$0] != nil } }
     }
 
 }

@@ -30,7 +30,8 @@ final class ProxyPool: Sendable {
         group: any EventLoopGroup,
         metrics: PoolMetrics,
         observer: any PoolObserver,
-        logger: Logger
+        logger: Logger,
+        budget: ConnectionBudget? = nil
     ) {
         self.key = route.key
         self.metrics = metrics
@@ -48,7 +49,8 @@ final class ProxyPool: Sendable {
             key: route.key,
             configuration: route.configuration,
             factory: factory,
-            observer: observer
+            observer: observer,
+            budget: budget
         )
         metrics.setConfigured(poolSize: route.configuration.poolSize, maxOverflow: route.configuration.maxOverflow)
     }
@@ -99,8 +101,9 @@ final class ProxyPool: Sendable {
             self.pool.reconfigure(route.configuration)
         }
         // Another server (a switchover behind PAUSE, RELOAD, RESUME): no client gets a connection to the old one.
+        // A new connect_query too: the open connections did not run it.
         if old.upstream != route.upstream || old.serverDatabase != route.serverDatabase
-            || old.serverUser != route.serverUser
+            || old.serverUser != route.serverUser || old.connectQuery != route.connectQuery
         {
             self.pool.reconnect()
         }

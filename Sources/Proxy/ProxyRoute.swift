@@ -18,6 +18,10 @@ public struct ProxyRoute: Sendable, Equatable {
     public var serverUser: String
     public var mode: PoolMode
     public var configuration: PoolConfiguration
+    /// Run on every new server connection before the pool uses it (`connect_query`); nil = none.
+    public var connectQuery: String? = nil
+    /// The cap on the server connections of every pool of `key.database` (`max_db_connections`); 0 = none.
+    public var maxDBConnections: Int = 0
 }
 
 /// Why a client's (database, user) has no pool; ``message`` is what the client sees.
@@ -55,7 +59,9 @@ extension LifeguardConfiguration {
                     minSize: entry.minSize,
                     maxOverflow: entry.maxOverflow,
                     poolTimeout: entry.poolTimeout
-                )
+                ),
+                connectQuery: entry.connectQuery,
+                maxDBConnections: entry.maxDBConnections
             )
             return .success(route)
         }
@@ -83,7 +89,9 @@ extension LifeguardConfiguration {
                 minSize: self.minSize,
                 maxOverflow: self.maxOverflow,
                 poolTimeout: self.poolTimeout
-            )
+            ),
+            connectQuery: self.connectQuery,
+            maxDBConnections: self.maxDBConnections
         )
         return .success(route)
     }

@@ -132,7 +132,9 @@ public final class ProxyServer: Sendable {
                             context: context,
                             clientID: id,
                             allocator: channel.allocator,
-                            tls: tcp ? context.clientTLS : nil
+                            tls: tcp ? context.clientTLS : nil,
+                            // Only the Unix socket's peers have an identity the kernel vouches for.
+                            peer: tcp ? nil : PeerCredentials.identity(of: channel)
                         )
                     )
                 }
@@ -336,6 +338,8 @@ final class ProxyContext: Sendable {
         var userList: PGUserList
         var clientTLS: ClientTLS?
         var pools: [PoolKey: ProxyPool] = [:]
+        /// `max_db_connections`: one count per database, shared by its pools.
+        var budgets: [String: ConnectionBudget] = [:]
     }
 
     init(
@@ -396,13 +400,16 @@ final class ProxyContext: Sendable {
         let (pool, created) = self.state.withLock { state -> (ProxyPool, Bool) in
             if let existing = state.pools[route.key] { return (existing, false) }
             let metrics = self.metrics.pool(database: route.key.database, user: route.key.user)
+            let budget = state.budgets[route.key.database] ?? ConnectionBudget(limit: route.maxDBConnections)
+            state.budgets[route.key.database] = budget
             let pool = ProxyPool(
                 route: route,
                 authFileSecret: state.userList[route.serverUser],
                 group: self.group,
                 metrics: metrics,
                 observer: self.makeObserver(route.key, metrics),
-                logger: self.logger
+                logger: self.logger,
+                budget: budget
             )
             state.pools[route.key] = pool
             if self.console.isPaused(route.key.database) { pool.setPaused(true) }
@@ -443,11 +450,11 @@ final class ProxyContext: Sendable {
     }
 
     func apply(_ configuration: LifeguardConfiguration, userList: PGUserList, clientTLS: ClientTLS?) {
-        let pools = self.state.withLock { state in
+        let (pools, budgets) = self.state.withLock { state in
             state.configuration = configuration
             state.userList = userList
             state.clientTLS = clientTLS
-            return state.pools
+            return (state.pools, state.budgets)
         }
         // The query, its user or its database may have changed.
         self.authQueries.forgetAll()
@@ -459,6 +466,7 @@ final class ProxyContext: Sendable {
                 route.key == key
             else { continue }
             pool.update(route: route, authFileSecret: userList[route.serverUser])
+            budgets[key.database]?.setLimit(route.maxDBConnections)
         }
     }
 }

@@ -28,6 +28,8 @@ struct ServerTarget: Sendable {
     var tls: Result<ServerTLS, ServerTLSError>
     /// The name the server's certificate must carry (`host`, even when `hostaddr` is what is dialled), and SNI.
     var tlsHost: String
+    /// Run once after login, before the pool gets the connection (`connect_query`).
+    var connectQuery: String?
 
     init(route: ProxyRoute, authFileSecret: PGAuthSecret?) {
         let dsn = route.upstream
@@ -50,6 +52,7 @@ struct ServerTarget: Sendable {
         let seconds = dsn["connect_timeout"].flatMap { Int($0) } ?? 0
         self.connectTimeout = .seconds(Int64(seconds > 0 ? max(seconds, 2) : 10))
         self.tlsHost = dsn.host?.split(separator: ",").first.map(String.init) ?? host
+        self.connectQuery = route.connectQuery
         do throws(ServerTLSError) {
             self.tls = .success(try ServerTLS(dsn: dsn))
         } catch {
@@ -131,8 +134,13 @@ struct ServerConnectionFactory: ConnectionFactory {
     ) async throws(ConnectError) -> ServerConnection {
         do {
             let connection = try await Self.connect(id: id, key: key, target: target, tls: tls, group: self.group).get()
+            if let query = target.connectQuery {
+                try await Self.runConnectQuery(query, on: connection, target: target)
+            }
             self.connected(connection)
             return connection
+        } catch let error as ConnectError {
+            throw error
         } catch let error as ServerStartupError {
             throw error.error
         } catch {
@@ -221,6 +229,35 @@ struct ServerConnectionFactory: ConnectionFactory {
                 return connection
             }
         }.always { _ in timeout.cancel() }
+    }
+
+    /// `connect_query`, as PgBouncer runs it: a failure (an error, a transaction left open, a broken connection, no
+    /// answer within the connect timeout) closes the connection and counts as a failed connect.
+    private static func runConnectQuery(
+        _ query: String,
+        on connection: ServerConnection,
+        target: ServerTarget
+    ) async throws(ConnectError) {
+        let prefix = "connect_query failed on server \(target.serverDescription): "
+        let result: ServerCommandResult
+        do {
+            result = try await connection.run(query, timeout: target.connectTimeout).get()
+        } catch {
+            connection.close()
+            throw ConnectError(reason: .server, message: prefix + "the connection broke or timed out")
+        }
+        if let error = result.error {
+            connection.close()
+            throw ConnectError(
+                reason: .server,
+                message: prefix + (error.message ?? "error without a message"),
+                sqlState: error.sqlState
+            )
+        }
+        guard result.status == .idle else {
+            connection.close()
+            throw ConnectError(reason: .server, message: prefix + "it left a transaction open")
+        }
     }
 
     /// Turns a NIO connect failure into libpq-like text: where, and the operating system's reason.

@@ -65,11 +65,15 @@ import Testing
                 == .reply(.notice("SET ignored", detail: nil, tag: "SET"))
         )
         #expect(AdminDecision.decide("PAUSE appdb", access: .admin) == .run(.pause(database: "appdb")))
+        #expect(AdminDecision.decide("KILL", access: .admin) == .run(.kill(database: nil)))
+        #expect(AdminDecision.decide("WAIT_CLOSE appdb", access: .admin) == .run(.waitClose(database: "appdb")))
+        #expect(AdminDecision.decide("KILL appdb", access: .stats) == .reply(.error(.adminAccessNeeded)))
+        #expect(AdminDecision.decide("WAIT_CLOSE", access: .stats) == .reply(.error(.adminAccessNeeded)))
     }
 
     @Test("commands Lifeguard does not carry out say so, never pretend")
     func notImplemented() {
-        for query in ["KILL", "WAIT_CLOSE appdb", "SUSPEND", "SET pool_size = 3"] {
+        for query in ["SUSPEND", "SET pool_size = 3"] {
             guard case .reply(.error(let error)) = AdminDecision.decide(query, access: .admin) else {
                 Issue.record("\(query) was not refused")
                 continue

@@ -5,8 +5,11 @@ what prometheus-community's pgbouncer_exporter does), access rules, the extended
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -78,8 +81,8 @@ def test_psycopg_simple_protocol_and_fake_parameters(proxy):
         assert result.fname(0) == b"list" and result.ftype(1) == 23
         with pytest.raises(psycopg.errors.ProtocolViolation, match="invalid command 'SHOW NOTHING'"):
             conn.execute("SHOW NOTHING")
-        with pytest.raises(psycopg.errors.FeatureNotSupported, match="WAIT_CLOSE is not supported"):
-            conn.execute("WAIT_CLOSE")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="SUSPEND is not supported"):
+            conn.execute("SUSPEND")
         assert show(conn, "POOLS")[0][0] == "database"
 
 
@@ -277,6 +280,166 @@ def test_kill_client_and_disable(proxy):
         admin.execute("ENABLE appdb")
         with proxy.connect() as again:
             assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def _in_thread(body) -> tuple[threading.Thread, list, list]:
+    results: list = []
+    errors: list[Exception] = []
+
+    def run():
+        try:
+            results.append(body())
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results, errors
+
+
+def test_kill_drops_clients_and_servers_and_holds_the_database(proxy):
+    """KILL db: its clients get FATAL 57P01, its server connections close, and new work waits until RESUME db."""
+    idle = proxy.connect()
+    holder = proxy.connect()
+    other_db = proxy.connect(dbname="postgres")
+    try:
+        idle.execute("SELECT 1")
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")  # holds a server connection
+        other_db.execute("SELECT 1")
+        with console(proxy) as admin:
+            with pytest.raises(psycopg.errors.ProtocolViolation, match="cannot kill admin db: pgbouncer"):
+                admin.execute("KILL pgbouncer")
+            admin.execute("KILL appdb")
+            for victim in (idle, holder):
+                with pytest.raises(psycopg.OperationalError) as raised:
+                    victim.execute("SELECT 1")
+                assert raised.value.sqlstate in (None, "57P01"), raised.value
+            # Another database is untouched.
+            assert other_db.execute("SELECT 2").fetchone() == (2,)
+            columns, rows = show(admin, "CLIENTS")
+            assert [r for r in rows if by_name(columns, r)["database"] == "appdb"] == []
+
+            def appdb_servers():
+                columns, rows = show(admin, "SERVERS")
+                return [r for r in rows if by_name(columns, r)["database"] == "appdb"]
+            harness.wait_until(lambda: not appdb_servers(), 5, what="appdb's server connections closed")
+            columns, rows = show(admin, "DATABASES")
+            assert by_name(columns, next(r for r in rows if r[0] == "appdb"))["paused"] == 1
+
+            def newcomer():
+                with proxy.connect() as conn:
+                    return conn.execute("SELECT 42").fetchone()[0]
+            thread, results, errors = _in_thread(newcomer)
+            time.sleep(0.5)
+            assert not results and not errors, (results, errors)
+            with pytest.raises(psycopg.errors.ProtocolViolation, match="pooler is not paused"):
+                admin.execute("RESUME")  # as PgBouncer: KILL pauses databases, not the pooler
+            admin.execute("RESUME appdb")
+            thread.join(10)
+            assert results == [42], errors
+            # A KILL while the pooler is paused is refused, as PgBouncer does.
+            admin.execute("PAUSE")
+            with pytest.raises(psycopg.errors.ProtocolViolation, match="already suspended/paused"):
+                admin.execute("KILL")
+            admin.execute("RESUME")
+            # KILL without a database: every database (the console excepted), each paused until its RESUME.
+            admin.execute("KILL")
+            with pytest.raises(psycopg.OperationalError):
+                other_db.execute("SELECT 1")
+            assert show(admin, "VERSION")[1]
+            admin.execute("RESUME appdb")
+            admin.execute("RESUME postgres")
+            with proxy.connect() as again:
+                assert again.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in (idle, holder, other_db):
+            conn.close()
+
+
+def test_wait_close_waits_for_the_servers_reconnect_marked(pooler, postgres):
+    """RECONNECT marks the open server connections (SHOW SERVERS close_needed); WAIT_CLOSE returns once they are
+    closed, here when the transaction holding one ends."""
+    targets.require_lifeguard("its admin console")
+    target = pooler(mode="transaction", pool_size=2, extra=CONSOLE_FLAGS,
+                    databases={"appdb": f"host={postgres.host} port={postgres.port} dbname=appdb"})
+    with target.connect() as holder, console(target) as admin:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        admin.execute("WAIT_CLOSE appdb")  # nothing marked: at once
+        admin.execute("RECONNECT appdb")
+        columns, rows = show(admin, "SERVERS")
+        servers = [by_name(columns, r) for r in rows if by_name(columns, r)["database"] == "appdb"]
+        assert [s["close_needed"] for s in servers] == [1], servers
+        thread, results, errors = _in_thread(lambda: admin.execute("WAIT_CLOSE"))
+        time.sleep(0.5)
+        assert not results and not errors, "WAIT_CLOSE returned while a marked connection was in use"
+        holder.execute("COMMIT")
+        thread.join(5)
+        assert results and not errors, errors
+        # The next transaction gets a new, unmarked connection.
+        holder.execute("SELECT 1")
+        columns, rows = show(admin, "SERVERS")
+        assert [by_name(columns, r)["close_needed"] for r in rows] == [0]
+        with pytest.raises(psycopg.errors.ProtocolViolation, match="no such database: nosuch"):
+            admin.execute("WAIT_CLOSE nosuch")
+        with pytest.raises(psycopg.errors.ProtocolViolation, match="no such database: nosuch"):
+            admin.execute("KILL nosuch")
+        with pytest.raises(psycopg.errors.ProtocolViolation, match="cannot wait in admin db: pgbouncer"):
+            admin.execute("WAIT_CLOSE pgbouncer")
+
+
+def _psql(postgres, host: str, port: int, user: str, sql: str, password: str | None = None):
+    env = harness.clean_env({"PGPASSWORD": password} if password else None)
+    return subprocess.run([str(postgres.bin / "psql"), "-X", "-A", "-t", "-w", "-h", host, "-p", str(port), "-U", user,
+                           "-d", "pgbouncer", "-c", sql], capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.fixture
+def open_socket_dir():
+    """A socket directory other OS users can reach (pytest's tmp_path is private to its owner)."""
+    directory = tempfile.mkdtemp(prefix="lifeguard-peer-")
+    os.chmod(directory, 0o755)
+    try:
+        yield pathlib.Path(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_peer_login_over_the_unix_socket_only(pooler, postgres, open_socket_dir):
+    """As PgBouncer: user pgbouncer on the Unix socket, run by Lifeguard's own OS user, gets the console without a
+    password; the same user over TCP authenticates as anyone does, and nobody else gets in by peer."""
+    targets.require_lifeguard("its admin console")
+    socket_dir = open_socket_dir
+    target = pooler(mode="transaction", pool_size=2, auth_type="md5", auth_users={"app": "app-secret"},
+                    extra=["--unix-socket-dir", str(socket_dir), "--admin-users", "app"])
+    out = _psql(postgres, str(socket_dir), target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode == 0 and out.stdout.startswith("PgBouncer 1.25"), out.stderr
+    out = _psql(postgres, str(socket_dir), target.port, "pgbouncer", "RECONNECT appdb")
+    assert out.returncode == 0, out.stderr  # an admin, not a stats user
+    # TCP: no peer identity, so auth_type applies (md5: a password, which pgbouncer does not have).
+    out = _psql(postgres, target.host, target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode != 0 and "password" in out.stderr, out.stdout + out.stderr
+    # Another user over the socket: no peer login, md5 as usual.
+    out = _psql(postgres, str(socket_dir), target.port, "app", "SHOW VERSION")
+    assert out.returncode != 0 and "password" in out.stderr, out.stdout + out.stderr
+    out = _psql(postgres, str(socket_dir), target.port, "app", "SHOW VERSION", password="app-secret")
+    assert out.returncode == 0 and out.stdout.startswith("PgBouncer 1.25"), out.stderr
+    # Another OS user on the socket (the socket's mode is 0777 by default): no peer login either.
+    if os.getuid() == 0:
+        nobody = subprocess.run(["runuser", "-u", "nobody", "--", str(postgres.bin / "psql"), "-X", "-A", "-t", "-w",
+                                 "-h", str(socket_dir), "-p", str(target.port), "-U", "pgbouncer", "-d", "pgbouncer",
+                                 "-c", "SHOW VERSION"], capture_output=True, text=True, timeout=30,
+                                env=harness.clean_env())
+        assert nobody.returncode != 0 and "password" in nobody.stderr, nobody.stdout + nobody.stderr
+
+
+def test_peer_login_over_tcp_with_trust_is_still_refused(pooler, postgres):
+    """With trust over TCP (loopback), pgbouncer is let in only when listed, as every console user."""
+    targets.require_lifeguard("its admin console")
+    target = pooler(mode="transaction", pool_size=2, extra=CONSOLE_FLAGS)
+    out = _psql(postgres, target.host, target.port, "pgbouncer", "SHOW VERSION")
+    assert out.returncode != 0 and "not allowed" in out.stderr, out.stdout + out.stderr
 
 
 def test_columns_match_pgbouncer_118(pooler, proxy):

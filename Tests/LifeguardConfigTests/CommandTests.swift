@@ -112,7 +112,8 @@ import Testing
             "--pool-size", "11", "--min-size", "2", "--max-overflow", "3", "--pool-timeout", "4s",
             "--pool-recycle", "5m", "--no-pre-ping", "--pre-ping-delay", "6s", "--idle-timeout", "7m",
             "--leak-threshold", "8s", "--max-client-conn", "900", "--drain-timeout", "10s",
-            "--reset-query", "RESET ALL", "--log-level", "debug", "--auth-type", "md5", "--auth-file", userlist.path,
+            "--reset-query", "RESET ALL", "--connect-query", "SET work_mem = '8MB'", "--log-level", "debug",
+            "--auth-type", "md5", "--auth-file", userlist.path,
         ])
         #expect(outcome.status == 0, "\(outcome.stderr)")
         let expected = [
@@ -132,6 +133,7 @@ import Testing
             "max_client_conn = 900  # --max-client-conn",
             "drain_timeout = \"10s\"  # --drain-timeout",
             "reset_query = \"RESET ALL\"  # --reset-query",
+            "connect_query = \"SET work_mem = '8MB'\"  # --connect-query",
             "log_level = \"debug\"  # --log-level",
             "auth_type = \"md5\"  # --auth-type",
             "auth_file = \"\(userlist.path)\"  # --auth-file",

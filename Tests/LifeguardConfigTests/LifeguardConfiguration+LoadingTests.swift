@@ -47,6 +47,10 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         .init(setting: .maxClientConn, toml: "1000", text: "1000") { $0.maxClientConn == 1000 },
         .init(setting: .drainTimeout, toml: "0", text: "0") { $0.drainTimeout == .zero },
         .init(setting: .resetQuery, toml: "\"RESET ALL\"", text: "RESET ALL") { $0.resetQuery == "RESET ALL" },
+        .init(setting: .maxDBConnections, toml: "40", text: "40") { $0.maxDBConnections == 40 },
+        .init(setting: .connectQuery, toml: "\"SET work_mem = '8MB'\"", text: "SET work_mem = '8MB'") {
+            $0.connectQuery == "SET work_mem = '8MB'"
+        },
         .init(setting: .logLevel, toml: "\"debug\"", text: "debug") { $0.logLevel == .debug },
         .init(setting: .authType, toml: "\"trust\"", text: "trust") { $0.authType == .trust },
         .init(setting: .authFile, toml: "\"\(authFile)\"", text: authFile) { $0.authFile == authFile },
@@ -130,6 +134,8 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(configuration.maxClientConn == 100)
         #expect(configuration.drainTimeout == .seconds(30))
         #expect(configuration.resetQuery == "DISCARD ALL")
+        #expect(configuration.connectQuery == nil)
+        #expect(configuration.maxDBConnections == 0)
         #expect(configuration.logLevel == .info)
         #expect(configuration.authType == nil)
         #expect(configuration.authFile == nil)
@@ -329,6 +335,7 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
                 pool_mode = "session"
                 min_size = 2
                 max_overflow = 0
+                max_db_connections = 4
                 [databases]
                 legacy = "host=legacy.example"
                 """
@@ -344,7 +351,9 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         #expect(reports.poolSize == 8)
         #expect(reports.minSize == 2)
         #expect(reports.maxOverflow == 0)
+        #expect(reports.maxDBConnections == 4)
         #expect(configuration.database(named: "legacy")?.dsn.host == "legacy.example")
+        #expect(orders.maxDBConnections == 0)
         #expect(configuration.provenance.origins["databases.orders.pool_size"] != nil)
         #expect(configuration.provenance.origins["databases.orders.max_overflow"] == nil)
     }
@@ -420,6 +429,29 @@ struct SettingCase: Sendable, CustomTestStringConvertible {
         // auth_user alone serves: the secrets come from auth_query.
         let lookup = try Self.load(flags: [.authType: "scram-sha-256", .authUser: "lookup"])
         #expect(lookup.authUser == "lookup" && lookup.authFile == nil)
+    }
+
+    @Test func connectQueryIsInheritedOrOverridden() throws {
+        let configuration = try Self.load(
+            file: """
+                connect_query = "SET work_mem = '64MB'"
+                [databases.orders]
+                dsn = "host=orders.example"
+                connect_query = "SELECT set_config('app.tag', 'orders', false)"
+                [databases.reports]
+                dsn = "host=reports.example"
+                [databases.raw]
+                dsn = "host=raw.example"
+                connect_query = ""
+                """
+        )
+        #expect(configuration.connectQuery == "SET work_mem = '64MB'")
+        let orders = configuration.database(named: "orders")
+        #expect(orders?.connectQuery == "SELECT set_config('app.tag', 'orders', false)")
+        #expect(configuration.database(named: "reports")?.connectQuery == "SET work_mem = '64MB'")
+        #expect(configuration.database(named: "raw")?.connectQuery == nil)
+        #expect(try Self.load(flags: [.connectQuery: " "]).connectQuery == nil)
+        #expect(LifeguardConfiguration.defaults.connectQuery == nil)
     }
 
     @Test func anEmptyResetQueryMeansNone() throws {

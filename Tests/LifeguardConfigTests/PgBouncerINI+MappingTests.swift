@@ -153,6 +153,45 @@ import Upstream
         #expect(configuration.database(named: "after")?.poolMode == .session)
     }
 
+    @Test func connectQueryBelongsToItsDatabase() throws {
+        let (configuration, _) = try Self.load(
+            """
+            [databases]
+            tagged = host=db connect_query='SELECT set_config(''app.tag'', ''x'', false)'
+            plain = host=db
+            * = host=db connect_query='SET work_mem = ''64MB'''
+            after = host=db
+            [pgbouncer]
+            auth_type = trust
+            """
+        )
+        #expect(configuration.database(named: "tagged")?.connectQuery == "SELECT set_config('app.tag', 'x', false)")
+        #expect(configuration.database(named: "plain")?.connectQuery == nil)
+        #expect(configuration.database(named: "after")?.connectQuery == nil)
+        #expect(configuration.connectQuery == "SET work_mem = '64MB'")
+        // What convert-config writes loads back the same.
+        let toml = try TemporaryFile(configuration.rendered(conversion: true))
+        #expect(try LifeguardConfiguration.load(ConfigurationSources(configFile: toml.path)) == configuration)
+    }
+
+    @Test func maxDBConnectionsGlobalAndPerDatabase() throws {
+        let (configuration, _) = try Self.load(
+            """
+            [databases]
+            capped = host=db max_db_connections=3
+            plain = host=db
+            * = host=db
+            [pgbouncer]
+            auth_type = trust
+            max_db_connections = 10
+            """
+        )
+        #expect(configuration.maxDBConnections == 10)
+        #expect(configuration.database(named: "capped")?.maxDBConnections == 3)
+        #expect(configuration.database(named: "plain")?.maxDBConnections == 10)
+        #expect(try Self.load("[databases]\n* = host=db\n[pgbouncer]\nauth_type = trust\n").0.maxDBConnections == 0)
+    }
+
     @Test func serverLifetimeZeroMeansUseOnce() throws {
         let (configuration, _) = try Self.load(
             "[databases]\n* = host=db\n[pgbouncer]\nauth_type = trust\nserver_lifetime = 0\nserver_idle_timeout = 0\n"
@@ -223,7 +262,6 @@ import Upstream
         ("auth_type = plain", "auth_type: plain", "never asks clients"),
         ("auth_type = any", "auth_type: any", "not supported"),
         ("so_reuseport = 1", "so_reuseport: \"1\"", "one process per port"),
-        ("max_db_connections = 50", "max_db_connections: \"50\"", "no cap"),
         ("server_reset_query_always = 1", "server_reset_query_always", "session mode"),
         ("query_wait_timeout = 0", "query_wait_timeout: 0", "always has a pool_timeout"),
         ("pool_mode = sometimes", "pool_mode: expected session, transaction or statement", ""),
@@ -240,8 +278,6 @@ import Upstream
     }
 
     @Test(arguments: [
-        ("* = host=db connect_query='SET x = 1'", "connect_query is not supported"),
-        ("* = host=db max_db_connections=10", "max_db_connections is not supported"),
         ("* = host=db frobnicate=1", "unrecognized connection parameter frobnicate"),
         ("* = host=@abstract", "abstract namespace"),
         ("pgbouncer = host=db", "reserved"),

@@ -149,10 +149,17 @@ struct RandomPoolDriver {
             if let id = self.pick(self.pinging.keys) { try self.apply(.pingSucceeded(id)) }
         case 64..<66:
             if let id = self.pick(self.pinging.keys) { try self.apply(.pingFailed(id)) }
-        case 66..<92:
+        case 66..<90:
             let step: Duration =
                 self.next(10) == 0 ? .seconds(self.next(60)) : .milliseconds(self.next(800))
             try self.advance(by: step)
+        case 90..<92:
+            // The database's max_db_connections: no room for a connect, room again, room made for another pool.
+            switch self.next(3) {
+            case 0: if let id = self.pick(self.connecting) { try self.apply(.connectDeferred(id)) }
+            case 1: try self.apply(.connectPermitted)
+            default: try self.apply(.evictIdle)
+            }
         case 92..<94:
             try self.staleEvent()
         case 94..<95:
@@ -231,7 +238,7 @@ struct RandomPoolDriver {
         case .connectionEstablished(let id, _):
             self.connecting.remove(id)
             self.open.insert(id)
-        case .connectFailed(let id, _):
+        case .connectFailed(let id, _), .connectDeferred(let id):
             self.connecting.remove(id)
         case .connectionReleased(let id, _), .connectionRetired(let id, _, _):
             self.leased[id] = nil
@@ -248,7 +255,7 @@ struct RandomPoolDriver {
         case .reconfigure(let configuration):
             let limit = configuration.normalized().maxConnections
             if self.open.count + self.connecting.count > limit { self.aboveLimitAfterShrink = true }
-        case .timerFired, .requestCancelled, .start, .shutdown, .closeLeased, .reconnect:
+        case .timerFired, .requestCancelled, .start, .shutdown, .closeLeased, .reconnect, .connectPermitted, .evictIdle:
             break
         }
         let actions = self.pool.send(event)

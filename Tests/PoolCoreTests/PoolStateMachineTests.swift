@@ -203,6 +203,22 @@ import Testing
         #expect(pool.stats.idle == 1)
     }
 
+    /// What `SHOW SERVERS` shows as `close_needed` and `WAIT_CLOSE` waits for: the connections a reconnect marked.
+    @Test func inspectionMarksTheConnectionsAReconnectRetires() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        pool.leaseFresh(2)
+        #expect(pool.machine.inspect().closeNeededCount == 0)
+        _ = pool.send(.reconnect)
+        #expect(pool.machine.inspect().connections.map(\.closeNeeded) == [true, true])
+        _ = pool.release(0)
+        #expect(pool.machine.inspect().closeNeededCount == 1)
+        _ = pool.release(1)
+        _ = pool.request(2)
+        _ = pool.establish(2)
+        let inspection = pool.machine.inspect()
+        #expect(inspection.closeNeededCount == 0 && inspection.connections.map(\.id) == [C(2)])
+    }
+
     @Test func reconnectClosesIdleConnectionsAtOnce() {
         var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
         pool.leaseFresh(2)
@@ -211,6 +227,54 @@ import Testing
         let actions = pool.send(.reconnect)
         #expect(actions.contains(.close(C(0), .recycle)) && actions.contains(.close(C(1), .recycle)))
         #expect(pool.stats.idle == 0)
+    }
+
+    // MARK: max_db_connections
+
+    /// No room under the database's limit: the connect is not made, nothing more is asked for until there is room,
+    /// and the waiter keeps waiting; room again, and the pool opens what it still needs.
+    @Test func aDeferredConnectWaitsForRoom() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        _ = pool.request(0)
+        let deferred = pool.send(.connectDeferred(C(0)))
+        #expect(deferred.isEmpty, "\(deferred)")
+        #expect(pool.stats.connecting == 0 && pool.stats.waiting == 1 && pool.machine.connectsDeferred)
+        let second = pool.request(1)
+        #expect(!second.contains { if case .createConnection = $0 { true } else { false } }, "\(second)")
+        let permitted = pool.send(.connectPermitted)
+        #expect(permitted == [.createConnection(C(1)), .createConnection(C(2))])
+        #expect(!pool.machine.connectsDeferred)
+        #expect(pool.establish(1).contains(.lease(C(1), to: R(0))))
+    }
+
+    @Test func aTimeoutWhileDeferredNamesMaxDBConnections() throws {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        let requested = pool.request(0)
+        _ = pool.send(.connectDeferred(C(0)))
+        let timer = try #require(requested.scheduledTimers.first)
+        let error = try #require(pool.fire(timer).failure(of: R(0)))
+        #expect(error.code == .timeout)
+        #expect(error.message.contains("max_db_connections"), "\(error.message)")
+    }
+
+    /// Room for another pool of the database: the least recently used idle connection closes, and nothing is opened
+    /// in its place (the room is the other pool's).
+    @Test func evictionClosesTheLeastRecentlyUsedIdleConnection() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 2))
+        pool.leaseFresh(2)
+        _ = pool.release(1)
+        pool.advance(by: .seconds(1))
+        _ = pool.release(0)
+        #expect(pool.send(.evictIdle) == [.close(C(1), .idle), .observe(.closed(.idle))])
+        #expect(pool.stats.idle == 1)
+        #expect(pool.send(.evictIdle) == [.close(C(0), .idle), .observe(.closed(.idle))])
+        #expect(pool.send(.evictIdle).isEmpty)
+
+        // Not even min_size is refilled by the eviction itself.
+        var warm = PoolHarness(PoolHarness.configuration(poolSize: 2, minSize: 1))
+        #expect(warm.send(.start) == [.createConnection(C(0))])
+        _ = warm.establish(0)
+        #expect(warm.send(.evictIdle) == [.close(C(0), .idle), .observe(.closed(.idle))])
     }
 
     // MARK: pre_ping
