@@ -129,6 +129,15 @@ install_client_tools() {
     [[ -f $JDBC_JAR ]] || die "$JDBC_JAR not found after installing libpostgresql-jdbc-java"
 }
 
+# valgrind for the instructions gate (bench/instructions --check, a step of scripts/test): callgrind counts the
+# instructions; binutils (strip, readelf) and gcc (a small preloaded shim) serve the script around it.
+install_valgrind() {
+    apt_install_missing valgrind binutils gcc
+    if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev/null 2>&1; then
+        die "valgrind or callgrind_control not found after installing valgrind"
+    fi
+}
+
 require_swift() {
     command -v swift >/dev/null 2>&1 ||
         die "swift is not on PATH: install the Swift 6 toolchain (this project expects it in /opt/swift)"
