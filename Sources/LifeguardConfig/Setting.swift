@@ -1,3 +1,5 @@
+import WebConfig
+
 /// A top-level configuration setting: its TOML key, `LIFEGUARD_*` environment variable and command-line flag all
 /// derive from one name, so the three can never drift apart.
 public enum Setting: String, CaseIterable, Sendable, Hashable, Comparable {
@@ -83,23 +85,6 @@ func suggestion(for unknown: String, among candidates: [String]) -> String? {
     if candidates.contains(lowered) { return lowered }
     if let mapped = foreignSettingNames[lowered], candidates.contains(mapped) { return mapped }
     let limit = max(1, min(3, lowered.count / 3))
-    let scored = candidates.map { ($0, editDistance(lowered, $0)) }.filter { $0.1 <= limit }
+    let scored = candidates.map { ($0, WebConfiguration.distance(lowered, $0)) }.filter { $0.1 <= limit }
     return scored.min { $0.1 < $1.1 }?.0
-}
-
-/// Levenshtein distance.
-func editDistance(_ a: String, _ b: String) -> Int {
-    let a = Array(a)
-    let b = Array(b)
-    guard !a.isEmpty else { return b.count }
-    guard !b.isEmpty else { return a.count }
-    var previous = Array(0...b.count)
-    for i in 1...a.count {
-        var current = [i] + Array(repeating: 0, count: b.count)
-        for j in 1...b.count {
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-        }
-        previous = current
-    }
-    return previous[b.count]
 }

@@ -355,8 +355,8 @@ private struct WebConfigurationLoader {
         if unsupported.contains(key) {
             self.report(node, key: path, "not supported by Lifeguard's metrics endpoint; remove it")
         } else {
-            let hint = known.min { Self.distance(key, $0) < Self.distance(key, $1) }
-                .flatMap { Self.distance(key, $0) <= 3 ? $0 : nil }
+            let hint = known.min { WebConfiguration.distance(key, $0) < WebConfiguration.distance(key, $1) }
+                .flatMap { WebConfiguration.distance(key, $0) <= 3 ? $0 : nil }
             self.report(node, key: path, "unknown key" + (hint.map { "; did you mean \"\($0)\"?" } ?? ""))
         }
     }
@@ -365,9 +365,11 @@ private struct WebConfigurationLoader {
         let location = node.mark.map { "\(self.file):\($0.line)" } ?? self.file
         self.problems.append(.init(location: location, key: key, message: message))
     }
+}
 
-    /// Levenshtein distance, for "did you mean" hints.
-    static func distance(_ a: String, _ b: String) -> Int {
+extension WebConfiguration {
+    /// Levenshtein distance, for "did you mean" hints (the Lifeguard configuration's hints use it too).
+    package static func distance(_ a: String, _ b: String) -> Int {
         let a = Array(a)
         let b = Array(b)
         guard !a.isEmpty else { return b.count }
