@@ -87,6 +87,9 @@ extension PoolStateMachine {
         var timer: PoolTimer.ID?
         /// Idle connections with this affinity are preferred.
         var affinity: Int?
+        /// How often a younger waiter got a connection first because it ran where that connection does (bounded by
+        /// ``PoolStateMachine/maxPassedOver``).
+        var passedOver = 0
     }
 }
 

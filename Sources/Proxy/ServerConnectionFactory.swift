@@ -81,8 +81,18 @@ struct ServerConnectionFactory: ConnectionFactory {
     let logger: Logger
 
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
+        try await self.makeConnection(id: id, for: key, affinity: nil)
+    }
+
+    func makeConnection(
+        id: ConnectionID,
+        for key: PoolKey,
+        affinity: Int?
+    ) async throws(ConnectError) -> ServerConnection {
+        // On the client's event loop when the pool says which client it is for: relaying then needs no thread hop.
+        let eventLoop = Self.eventLoop(in: self.group, affinity: affinity)
         do {
-            return try await self.open(id: id, for: key)
+            return try await self.open(id: id, for: key, on: eventLoop)
         } catch {
             // The operator's first clue; the message never holds a password (the target's is not in it).
             self.logger.warning(
@@ -93,7 +103,21 @@ struct ServerConnectionFactory: ConnectionFactory {
         }
     }
 
-    private func open(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
+    /// The loop of `group` whose ``ServerConnection/affinity(of:)`` is `affinity`, else the group's next.
+    static func eventLoop(in group: any EventLoopGroup, affinity: Int?) -> any EventLoop {
+        if let affinity {
+            for eventLoop in group.makeIterator() where ServerConnection.affinity(of: eventLoop) == affinity {
+                return eventLoop
+            }
+        }
+        return group.next()
+    }
+
+    private func open(
+        id: ConnectionID,
+        for key: PoolKey,
+        on eventLoop: any EventLoop
+    ) async throws(ConnectError) -> ServerConnection {
         var target = self.target.value
         if target.credential == nil { target.credential = self.passThrough.value }
         let tls: ServerTLS
@@ -113,7 +137,7 @@ struct ServerConnectionFactory: ConnectionFactory {
         case .prefer, .require, .verifyCA, .verifyFull: first = !target.isUnixSocket
         }
         do {
-            return try await self.attempt(id: id, key: key, target: target, tls: first ? tls : nil)
+            return try await self.attempt(id: id, key: key, target: target, tls: first ? tls : nil, on: eventLoop)
         } catch let error {
             let fallback: Bool
             switch tls.mode {
@@ -122,7 +146,7 @@ struct ServerConnectionFactory: ConnectionFactory {
             default: fallback = false
             }
             guard fallback else { throw error }
-            return try await self.attempt(id: id, key: key, target: target, tls: first ? nil : tls)
+            return try await self.attempt(id: id, key: key, target: target, tls: first ? nil : tls, on: eventLoop)
         }
     }
 
@@ -130,10 +154,11 @@ struct ServerConnectionFactory: ConnectionFactory {
         id: ConnectionID,
         key: PoolKey,
         target: ServerTarget,
-        tls: ServerTLS?
+        tls: ServerTLS?,
+        on eventLoop: any EventLoop
     ) async throws(ConnectError) -> ServerConnection {
         do {
-            let connection = try await Self.connect(id: id, key: key, target: target, tls: tls, group: self.group).get()
+            let connection = try await Self.connect(id: id, key: key, target: target, tls: tls, on: eventLoop).get()
             if let query = target.connectQuery {
                 try await Self.runConnectQuery(query, on: connection, target: target)
             }
@@ -153,9 +178,8 @@ struct ServerConnectionFactory: ConnectionFactory {
         key: PoolKey,
         target: ServerTarget,
         tls: ServerTLS?,
-        group: any EventLoopGroup
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<ServerConnection> {
-        let eventLoop = group.next()
         let startupPromise = eventLoop.makePromise(of: ServerStartupResult.self)
         let startupMessage = PGStartupMessage(
             user: target.user,

@@ -35,6 +35,10 @@ struct RandomPoolDriver {
     /// Connections being pinged, and for which request (nil once the request went away).
     var pinging: [ConnectionID: RequestID?] = [:]
     var leakReported: Set<ConnectionID> = []
+    /// How often each waiting request saw a younger one served first (see `PoolStateMachine.maxPassedOver`).
+    var passedOver: [RequestID: Int] = [:]
+    /// The request a succeeded ping hands its connection to: it left the queue when the ping began.
+    var servedByPing: RequestID?
     /// Requests not yet served, failed or cancelled, with their pool_timeout deadline.
     var waiting: [RequestID: ContinuousClock.Instant] = [:]
     var resolved: Set<RequestID> = []
@@ -248,7 +252,10 @@ struct RandomPoolDriver {
                 try self.require(false, "pinged-for \(request) is not waiting")
             }
             self.pinging[id] = nil
-        case .pingSucceeded(let id), .pingFailed(let id):
+        case .pingSucceeded(let id):
+            self.servedByPing = self.pinging[id] ?? nil
+            self.pinging[id] = nil
+        case .pingFailed(let id):
             self.pinging[id] = nil
         case .leaseRequested(let request, _):
             self.waiting[request] = self.pool.now + self.pool.machine.configuration.poolTimeout
@@ -263,13 +270,14 @@ struct RandomPoolDriver {
         for action in actions {
             try self.apply(action, of: event, created: &created)
         }
+        self.servedByPing = nil
         try self.checkInvariants(after: event, actions: actions, created: created)
     }
 
     private mutating func apply(_ action: PoolAction, of event: PoolEvent, created: inout Int) throws {
         let now = self.pool.now
         switch action {
-        case .createConnection(let id):
+        case .createConnection(let id, _):
             try self.require(!self.everCreated.contains(id), "\(id) created twice")
             self.everCreated.insert(id)
             self.connecting.insert(id)
@@ -278,6 +286,7 @@ struct RandomPoolDriver {
             try self.require(self.open.contains(id), "leased \(id) is not open")
             try self.require(self.leased[id] == nil, "\(id) leased twice (to \(self.leased[id]!) and \(request))")
             try self.require(self.pinging[id] == nil, "leased \(id) is being pinged")
+            if request != self.servedByPing { try self.countPassedOver(by: request) }
             let deadline = try self.resolve(request, action)
             try self.require(now <= deadline, "\(request) served after its pool_timeout")
             self.leased[id] = request
@@ -287,6 +296,7 @@ struct RandomPoolDriver {
             try self.require(self.open.contains(id), "pinged \(id) is not open")
             try self.require(self.leased[id] == nil && self.pinging[id] == nil, "pinged \(id) is not idle")
             try self.require(self.waiting[request] != nil, "ping for \(request), which does not wait")
+            try self.countPassedOver(by: request)
             self.pinging[id] = request
         case .close(let id, let reason):
             try self.require(self.open.contains(id), "closed \(id) is not open")
@@ -417,6 +427,19 @@ struct RandomPoolDriver {
         }
     }
 
+    /// First come, first served, but for affinity: a request taken from the queue passes over every older one
+    /// still queued (not held by a ping), and none may be passed over more than `maxPassedOver` times.
+    private mutating func countPassedOver(by request: RequestID) throws {
+        let held = Set(self.pinging.values.compactMap { $0 })
+        for older in self.waiting.keys where older < request && !held.contains(older) {
+            self.passedOver[older, default: 0] += 1
+            try self.require(
+                self.passedOver[older, default: 0] <= PoolStateMachine.maxPassedOver,
+                "\(older) passed over more than \(PoolStateMachine.maxPassedOver) times, last by \(request)"
+            )
+        }
+    }
+
     // MARK: Helpers
 
     private func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
@@ -432,8 +455,8 @@ struct RandomPoolDriver {
         return RequestID(self.nextRequest)
     }
 
-    /// Event-loop affinities: none, or one of two loops. They choose among idle connections only, so every
-    /// invariant (first come, first served included) must hold whatever they are.
+    /// Event-loop affinities: none, or one of two loops. They choose among idle connections and let a waiter be
+    /// passed over a bounded number of times; every other invariant must hold whatever they are.
     private mutating func randomAffinity() -> Int? {
         let value = self.next(3)
         return value == 2 ? nil : value

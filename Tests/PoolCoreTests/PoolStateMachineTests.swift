@@ -506,13 +506,42 @@ import Testing
         #expect(pool.send(.leaseRequested(R(12))).contains(.lease(C(0), to: R(12))))
     }
 
-    @Test func affinityNeverLetsARequestOvertakeAnOlderWaiter() {
+    @Test func aReturnedConnectionGoesToAYoungerWaiterWithItsAffinity() {
         var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
         _ = pool.request(0)
         _ = pool.send(.connectionEstablished(C(0), affinity: 1))
         _ = pool.send(.leaseRequested(R(1), affinity: 2))
         _ = pool.send(.leaseRequested(R(2), affinity: 1))
-        #expect(pool.release(0).contains(.lease(C(0), to: R(1))))
+        _ = pool.send(.leaseRequested(R(3), affinity: 1))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(2))))
+        // A waiter without an affinity takes any connection, so it is not passed over.
+        _ = pool.send(.leaseRequested(R(4)))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(3))))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(1))), "R4 came later, R1 has no rival on its loop")
+        #expect(pool.release(0).contains(.lease(C(0), to: R(4))))
+    }
+
+    @Test func noWaiterIsPassedOverMoreThanTheLimit() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 1))
+        _ = pool.request(0)
+        _ = pool.send(.connectionEstablished(C(0), affinity: 1))
+        _ = pool.send(.leaseRequested(R(1), affinity: 2))
+        var next = 2
+        for _ in 0..<PoolStateMachine.maxPassedOver {
+            _ = pool.send(.leaseRequested(R(next), affinity: 1))
+            #expect(pool.release(0).contains(.lease(C(0), to: R(next))))
+            next += 1
+        }
+        _ = pool.send(.leaseRequested(R(next), affinity: 1))
+        #expect(pool.release(0).contains(.lease(C(0), to: R(1))), "passed over enough: R1 is served")
+        #expect(pool.release(0).contains(.lease(C(0), to: R(next))))
+    }
+
+    @Test func aConnectionIsOpenedWhereItsWaiterRuns() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        #expect(pool.send(.leaseRequested(R(0), affinity: 5)).contains(.createConnection(C(0), affinity: 5)))
+        #expect(pool.send(.leaseRequested(R(1), affinity: 6)).contains(.createConnection(C(1), affinity: 6)))
+        #expect(pool.send(.leaseRequested(R(2))).contains(.createConnection(C(2))))
     }
 
     // MARK: connect failures
