@@ -14,7 +14,7 @@ public enum ClientConnectionState: String, Sendable, CaseIterable {
     case idle
 
     /// The position in `allCases`.
-    var index: Int {
+    public var index: Int {
         switch self {
         case .active: 0
         case .waiting: 1

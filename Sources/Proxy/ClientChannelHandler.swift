@@ -57,6 +57,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
     private var queued: [Event] = []
     private var queueHead = 0
     private var running = false
+    /// Set once the greeting is done: the login's bursts left `actions` and `queued` with more capacity than a
+    /// transaction needs, which an idle client would keep (~250 bytes); released once, when nothing runs.
+    private var trimAfterLogin = false
     private var pool: ProxyPool?
     private var admitted = false
     /// An `auth_query` lookup runs for this client: its bytes are neither read nor framed until it answers.
@@ -257,6 +260,11 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         self.runActions()
         self.running = false
         self.drainQueue()
+        if self.trimAfterLogin, !self.running, self.queued.isEmpty, self.actions.isEmpty {
+            self.trimAfterLogin = false
+            self.queued = []
+            self.actions = []
+        }
     }
 
     /// Feeds the queued events in order, each with its actions run before the next.
@@ -423,6 +431,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             self.cancelTarget?.set(server.map { Self.server($0) })
         case .activity(let activity):
             self.setActivity(activity)
+            // The first activity after the greeting: an idle client that never asks for a server connection keeps
+            // no parameters of its own either.
+            self.shareParametersOnce()
         case .consoleQuery(let query):
             self.consoleQuery(query)
         case .count(let transactions, let queries):
@@ -569,13 +580,7 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
 
     private func requestLease(token: UInt64) {
         guard let pool = self.pool, let eventLoop = self.context?.eventLoop else { return }
-        if !self.parametersShared, self.session.poolMode != .session, case .ready = self.session.state {
-            // Clients of one pool usually want the same parameters: sharing their storage lets a server that
-            // matched one client be recognised for the next without comparing values. Once, after the greeting
-            // settled them; a parameter the client changes later gets storage of its own.
-            self.parametersShared = true
-            self.session.shareParameters { pool.shared($0) }
-        }
+        self.shareParametersOnce()
         let handler = NIOLoopBound(self, eventLoop: eventLoop)
         let request = pool.pool.makeRequestID()
         // Queued before the pool is asked: the session learns the request before its answer, even an answer that
@@ -594,6 +599,19 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
         // The gate's closure only when paused: the usual checkout allocates just the completion.
         guard pool.gate.isPaused else { return pool.pool.lease(request, affinity: affinity, completion) }
         pool.gate.pass { pool.pool.lease(request, affinity: affinity, completion) }
+    }
+
+    /// Clients of one pool usually want the same parameters: sharing their storage lets a server that matched one
+    /// client be recognised for the next without comparing values, and an idle client keeps no copy of its own
+    /// (~260 bytes). Once, after the greeting settled them; a parameter the client changes later gets storage of its
+    /// own.
+    private func shareParametersOnce() {
+        guard !self.parametersShared, let pool = self.pool, self.session.poolMode != .session,
+            case .ready = self.session.state
+        else { return }
+        self.parametersShared = true
+        self.session.shareParameters { pool.shared($0) }
+        self.trimAfterLogin = true
     }
 
     private func attach(_ lease: ServerLease) {

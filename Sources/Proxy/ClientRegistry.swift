@@ -56,7 +56,7 @@ final class ClientStatus: Sendable {
     }
 
     func setActivity(_ activity: ClientConnectionState?) {
-        let code = activity.map { ClientConnectionState.allCases.firstIndex(of: $0)! + 1 } ?? 0
+        let code = activity.map { $0.index + 1 } ?? 0
         self.activityCode.store(code, ordering: .relaxed)
     }
 }

@@ -96,7 +96,8 @@ final class ServerConnection: PooledConnection {
     var affinity: Int? { Self.affinity(of: self.channel.eventLoop) }
 
     static func affinity(of eventLoop: any EventLoop) -> Int {
-        ObjectIdentifier(eventLoop).hashValue
+        // The address itself: unique while the loop lives (the group outlives every connection), and no hashing.
+        Int(bitPattern: ObjectIdentifier(eventLoop))
     }
 
     var isActive: Bool { self.channel.isActive }
