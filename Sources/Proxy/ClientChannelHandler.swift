@@ -573,7 +573,8 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                 cachedParameters: pool.cachedParameters,
                 spellings: pool.spellings,
                 cancelKey: cancelKey,
-                resetQuery: self.proxy.configuration.resetQuery
+                resetQuery: self.proxy.configuration.resetQuery,
+                greetings: pool.greetings
             )
         )
     }

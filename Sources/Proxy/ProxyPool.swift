@@ -19,6 +19,8 @@ final class ProxyPool: Sendable {
     private let parameterCache = ParameterCache()
     /// The last client's wanted parameters; clients of one application usually want the same, and share its storage.
     private let lastWanted = Mutex(SessionParameters())
+    /// The last greeting's ParameterStatus block, for the next client that gets the same one.
+    let greetings = GreetingCache()
     private let learnedSpellings = Mutex(ParameterSpellings())
     private let passThrough = PassThroughCredential()
     /// The admin console's `PAUSE`: new leases wait here until `RESUME`.

@@ -53,6 +53,8 @@ public struct ClientLogin: Sendable {
     public var resetQuery: String?
     /// A login to the admin console (the virtual database `pgbouncer`) instead of a pool; nil for pool clients.
     public var console: ConsoleLogin?
+    /// The pool's encoded greetings, shared by its clients; nil: each greeting is encoded.
+    public var greetings: GreetingCache?
 
     public init(
         mode: PoolMode,
@@ -61,9 +63,11 @@ public struct ClientLogin: Sendable {
         spellings: ParameterSpellings = ParameterSpellings(),
         cancelKey: PGCancelRequest,
         resetQuery: String?,
-        console: ConsoleLogin? = nil
+        console: ConsoleLogin? = nil,
+        greetings: GreetingCache? = nil
     ) {
         self.console = console
+        self.greetings = greetings
         self.spellings = spellings
         self.mode = mode
         self.authentication = authentication

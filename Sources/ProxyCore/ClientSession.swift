@@ -60,6 +60,7 @@ public struct ClientSession: Sendable {
     private var user = ""
     private var resetQuery: String?
     private var cachedParameters: [(name: String, value: String)]?
+    private var greetings: GreetingCache?
     private var spellings = ParameterSpellings()
     private var cancelKey: PGCancelRequest?
     /// What the client expects its server's run-time parameters to be (see ``SessionParameters``).
@@ -252,6 +253,7 @@ public struct ClientSession: Sendable {
             self.console = login.console
             self.mode = login.mode
             self.cachedParameters = login.cachedParameters
+            self.greetings = login.greetings
             self.spellings = login.spellings
             self.cancelKey = login.cancelKey
             self.resetQuery = login.resetQuery
@@ -330,11 +332,25 @@ public struct ClientSession: Sendable {
             for (name, value) in self.parameters.values { wanted[name] = value }
             self.parameters = wanted
         }
-        for (name, value) in serverParameters {
-            // Only reported parameters can differ from the server's value (the client's view holds them all).
-            let value =
-                self.mode == .session || !SessionParameters.isReported(name) ? value : (self.parameters[name] ?? value)
-            self.write(.parameterStatus(name: name, value: value))
+        let session = self.mode == .session
+        let parameters = self.parameters
+        let encode = { (buffer: inout ByteBuffer) in
+            for (name, value) in serverParameters {
+                // Only reported parameters can differ from the server's value (the client's view holds them all).
+                let value = session || !SessionParameters.isReported(name) ? value : (parameters[name] ?? value)
+                PGBackendMessage.parameterStatus(name: name, value: value).encode(into: &buffer)
+            }
+        }
+        if let greetings = self.greetings {
+            let block = greetings.block(
+                server: serverParameters,
+                wanted: session ? nil : parameters,
+                allocator: self.allocator,
+                encode: encode
+            )
+            self.clientOut.append(block, allocator: self.allocator)
+        } else {
+            self.clientOut.append(allocator: self.allocator, encode)
         }
         if let key = self.cancelKey {
             self.write(.backendKeyData(processID: key.processID, secretKey: key.secretKey))

@@ -27,6 +27,40 @@ import Testing
         }
     }
 
+    @Test(arguments: [PoolMode.transaction, .session])
+    func greetingsFromThePoolsCacheAreTheGreetingsEncodedAlone(mode: PoolMode) {
+        // Clients logging in one after another through one cache, in turn asking for the same and other parameters.
+        let cache = GreetingCache()
+        let startups: [[(String, String)]] = [
+            [("application_name", "billing")], [("application_name", "billing")], [("application_name", "reports")],
+            [("application_name", "billing"), ("client_encoding", "UTF8")], [("application_name", "billing")], [],
+        ]
+        // The server reports application_name, so the client's value shows in its greeting.
+        let server = SessionHarness.parameters + [(name: "application_name", value: "")]
+        for options in startups {
+            var greeted: [[PGBackendMessage]] = []
+            for greetings in [nil, cache] {
+                var harness = SessionHarness()
+                let startup = PGStartupMessage(user: "app", database: "app", options: options)
+                _ = harness.send { $0.startupReceived(startup, into: &$1) }
+                var login = harness.login(mode: mode)
+                login.cachedParameters = server
+                login.greetings = greetings
+                _ = harness.send { $0.admissionDecided(.admitted(login), into: &$1) }
+                if mode == .session {
+                    _ = harness.requested(token: 1, request: 1)
+                    _ = harness.grant(token: 1, request: 1, server: "a")
+                }
+                greeted.append(harness.clientMessages())
+            }
+            #expect(greeted[0] == greeted[1], "\(mode) \(options)")
+            #expect(greeted[0].contains(.readyForQuery(.idle)), "\(greeted[0])")
+            if mode == .transaction {
+                #expect(Self.reported(greeted[1], "application_name") == (options.first?.1 ?? ""), "\(greeted[1])")
+            }
+        }
+    }
+
     @Test func refusalsAreFatalWithTheirSQLStateAndClose() {
         var harness = SessionHarness()
         #expect(
