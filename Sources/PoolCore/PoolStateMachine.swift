@@ -6,12 +6,12 @@ import DequeModule
 /// The live pool (`ConnectionPool`) keeps one of these behind a lock and runs the actions after unlocking.
 ///
 /// The rules: at most `poolSize + maxOverflow` connections open or connecting; `minSize` kept open; waiters served
-/// first come, first served, except that a connection may go to a younger waiter with its affinity (its event loop)
-/// and no waiter is passed over more than ``maxPassedOver`` times; a waiter fails after `poolTimeout` (with the last connect error if connects
-/// are failing); connections older than `poolRecycle` are closed when returned or when they would be handed out,
-/// never while leased; an idle connection unused for longer than `prePingDelay` is pinged before it is handed out;
-/// an overflow connection returned while `poolSize` connections are idle is closed; idle connections above
-/// `minSize` close after `idleTimeout`; a lease longer than `leakThreshold` is reported once; failed connects are
+/// first come, first served, except that a connection may go to a younger waiter with its affinity (its event loop) and
+/// no waiter is passed over more than ``maxPassedOver`` times; a waiter fails after `poolTimeout` (with the last
+/// connect error if connects are failing); connections older than `poolRecycle` are closed when returned or when they
+/// would be handed out, never while leased; an idle connection unused for longer than `prePingDelay` is pinged before
+/// it is handed out; an overflow connection returned while `poolSize` connections are idle is closed; idle connections
+/// above `minSize` close after `idleTimeout`; a lease longer than `leakThreshold` is reported once; failed connects are
 /// retried with capped exponential backoff and jitter.
 public struct PoolStateMachine: Sendable {
     public let key: PoolKey
