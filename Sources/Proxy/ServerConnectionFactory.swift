@@ -80,12 +80,10 @@ struct ServerConnectionFactory: ConnectionFactory {
     let connected: @Sendable (ServerConnection) -> Void
     let logger: Logger
 
-    /// Opened on the group's next loop, not on the loop of the client the pool opens it for
-    /// (``ConnectionFactory/makeConnection(id:for:affinity:)`` is left to its default): with connections opened on
-    /// their client's loop, a client that had logged in and left was seen to stay in the client registry at
-    /// shutdown, so that a drain waited its whole `drain_timeout` (the SIGTERM drain test, transaction and session
-    /// mode). Until that is understood, the pool's choice of waiter (same loop first) is what keeps client and server
-    /// on one loop.
+    /// Opened on the group's next loop, not on the loop of the client it is opened for: with connections opened on
+    /// their client's loop, the client registry was seen to keep an entry at shutdown, so that a drain waited its
+    /// whole `drain_timeout` (the SIGTERM drain test, transaction and session mode). Until that is understood, the
+    /// pool's choice of waiter (same loop first) is what keeps client and server on one loop.
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
         let eventLoop = self.group.next()
         do {
