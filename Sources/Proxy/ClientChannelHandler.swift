@@ -113,6 +113,9 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // Already done after channelInactive; not for a channel closed before it became active (the listener closed
+        // between the accept and the activation), whose only sign of closing this is.
+        self.unregister()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

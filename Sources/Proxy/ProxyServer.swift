@@ -110,35 +110,54 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let id = context.clients.register(channel) else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    // Set here, synchronously, rather than as the bootstrap's child options: those are applied one
-                    // future at a time, about a fifth of the instructions of a short-lived client connection.
-                    if let options = channel.syncOptions {
-                        if tcp { try options.setOption(.socketOption(.tcp_nodelay), value: 1) }
-                        try options.setOption(.allowRemoteHalfClosure, value: false)
-                        // Backpressure: past the high-water mark of unsent bytes a client is not writable, and
-                        // Lifeguard stops reading from its server connection until it drains below the low one.
-                        try options.setOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
-                        // Each channel keeps its last receive buffer for the next read, idle or not. Clients send
-                        // small messages, so start at 256 bytes instead of NIO's 2 KB (the size adapts upwards for
-                        // COPY or large Binds): ~2 KB less per idle client.
-                        try options.setOption(.recvAllocator, value: recvAllocator)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(
-                        ClientChannelHandler(
-                            context: context,
-                            clientID: id,
-                            allocator: channel.allocator,
-                            tls: tcp ? context.clientTLS : nil,
-                            // Only the Unix socket's peers have an identity the kernel vouches for.
-                            peer: tcp ? nil : PeerCredentials.identity(of: channel)
-                        )
-                    )
+                    try Self.initializeClient(channel, context: context, tcp: tcp, recvAllocator: recvAllocator)
                 }
             }
+    }
+
+    /// Sets up an accepted client connection: its socket options, its place in the registry, its handler.
+    ///
+    /// The channel may still be closed without ever becoming active (the listener closing between the accept and the
+    /// activation, as at shutdown); its handler then leaves the registry from `handlerRemoved`, since no
+    /// `channelInactive` comes.
+    static func initializeClient(
+        _ channel: any Channel,
+        context: ProxyContext,
+        tcp: Bool,
+        recvAllocator: AdaptiveRecvByteBufferAllocator
+    ) throws {
+        // Set here, synchronously, rather than as the bootstrap's child options: those are applied one future at a
+        // time, about a fifth of the instructions of a short-lived client connection. Before registering, so that a
+        // failure leaves nothing registered.
+        if let options = channel.syncOptions {
+            if tcp { try options.setOption(.socketOption(.tcp_nodelay), value: 1) }
+            try options.setOption(.allowRemoteHalfClosure, value: false)
+            // Backpressure: past the high-water mark of unsent bytes a client is not writable, and Lifeguard stops
+            // reading from its server connection until it drains below the low one.
+            try options.setOption(.writeBufferWaterMark, value: ProxyServer.writeBufferWaterMark)
+            // Each channel keeps its last receive buffer for the next read, idle or not. Clients send small
+            // messages, so start at 256 bytes instead of NIO's 2 KB (the size adapts upwards for COPY or large
+            // Binds): ~2 KB less per idle client.
+            try options.setOption(.recvAllocator, value: recvAllocator)
+        }
+        guard let id = context.clients.register(channel) else {
+            channel.close(promise: nil)
+            return
+        }
+        let handler = ClientChannelHandler(
+            context: context,
+            clientID: id,
+            allocator: channel.allocator,
+            tls: tcp ? context.clientTLS : nil,
+            // Only the Unix socket's peers have an identity the kernel vouches for.
+            peer: tcp ? nil : PeerCredentials.identity(of: channel)
+        )
+        do {
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            context.clients.unregister(id, admitted: false, activity: nil)
+            throw error
+        }
     }
 
     /// Runs every pool's ``ConnectionPool/run()`` in one task group, pools created later (by a client, a reload)
