@@ -88,7 +88,7 @@ where Clock.Instant == ContinuousClock.Instant {
     /// Work that outlives the event that asked for it: a child task of ``run()``.
     @usableFromInline
     enum Background: Sendable {
-        case connect(ConnectionID)
+        case connect(ConnectionID, affinity: Int?)
         case ping(Connection)
         case timer(until: ContinuousClock.Instant, generation: UInt64)
     }
@@ -169,8 +169,8 @@ where Clock.Instant == ContinuousClock.Instant {
                 // settles and shutdown can complete.
                 for await work in self.background {
                     switch work {
-                    case .connect(let id):
-                        group.addTask { await self.connect(id) }
+                    case .connect(let id, let affinity):
+                        group.addTask { await self.connect(id, affinity: affinity) }
                     case .ping(let connection):
                         group.addTask { await self.ping(connection) }
                     case .timer(let deadline, let generation):
@@ -372,8 +372,8 @@ where Clock.Instant == ContinuousClock.Instant {
     @inlinable
     static func resolve(_ action: PoolAction, in state: inout State, into work: inout [Work]) {
         switch action {
-        case .createConnection(let id):
-            work.append(.background(.connect(id)))
+        case .createConnection(let id, let affinity):
+            work.append(.background(.connect(id, affinity: affinity)))
         case .lease(let id, let request):
             guard let connection = state.connections[id], let completion = state.requests.removeValue(forKey: request)
             else { preconditionFailure("lease of unknown \(id) or \(request)") }
@@ -435,7 +435,7 @@ where Clock.Instant == ContinuousClock.Instant {
     @inlinable
     func settle(_ background: Background) {
         switch background {
-        case .connect(let id):
+        case .connect(let id, _):
             self.handle(.connectFailed(id, ConnectError(reason: .connect, message: "pool \(self.key) is not running")))
         case .ping(let connection):
             self.handle(.pingFailed(connection.id))
@@ -445,13 +445,13 @@ where Clock.Instant == ContinuousClock.Instant {
     }
 
     @inlinable
-    func connect(_ id: ConnectionID) async {
+    func connect(_ id: ConnectionID, affinity: Int?) async {
         if let budget = self.budget, !budget.acquire() {
             self.deferConnect(id, budget: budget)
             return
         }
         do throws(ConnectError) {
-            let connection = try await self.factory.makeConnection(id: id, for: self.key)
+            let connection = try await self.factory.makeConnection(id: id, for: self.key, affinity: affinity)
             precondition(connection.id == id, "the factory must use the id it was given")
             self.handle(.connectionEstablished(id, affinity: connection.affinity)) {
                 $0.connections[id] = connection

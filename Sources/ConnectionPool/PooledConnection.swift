@@ -25,4 +25,18 @@ public protocol ConnectionFactory: Sendable {
     /// Opens and authenticates a connection. Must time out by itself and report why it failed; the message
     /// reaches clients, so it must not contain a password.
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> Connection
+
+    /// The same, for a client with this ``PooledConnection/affinity``: a factory that can, opens the connection
+    /// where that client runs. By default, ``makeConnection(id:for:)``.
+    func makeConnection(id: ConnectionID, for key: PoolKey, affinity: Int?) async throws(ConnectError) -> Connection
+}
+
+extension ConnectionFactory {
+    public func makeConnection(
+        id: ConnectionID,
+        for key: PoolKey,
+        affinity: Int?
+    ) async throws(ConnectError) -> Connection {
+        try await self.makeConnection(id: id, for: key)
+    }
 }

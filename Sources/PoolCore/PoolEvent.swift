@@ -7,7 +7,7 @@ public enum PoolEvent: Sendable, Equatable {
     case leaseRequested(RequestID, affinity: Int? = nil)
     /// The client went away; a request still waiting is failed with ``PoolError/Code/cancelled``.
     case requestCancelled(RequestID)
-    /// The factory opened a connection asked for by ``PoolAction/createConnection(_:)``; `affinity` is matched
+    /// The factory opened a connection asked for by ``PoolAction/createConnection(_:affinity:)``; `affinity` is matched
     /// against requests' (see ``leaseRequested(_:affinity:)``).
     case connectionEstablished(ConnectionID, affinity: Int? = nil)
     /// The factory could not open the connection.
@@ -37,7 +37,7 @@ public enum PoolEvent: Sendable, Equatable {
     case shutdown
     /// The drain timeout passed: close leased connections too.
     case closeLeased
-    /// The connect asked for by ``PoolAction/createConnection(_:)`` is not made: the database's
+    /// The connect asked for by ``PoolAction/createConnection(_:affinity:)`` is not made: the database's
     /// `max_db_connections` is reached. The pool opens nothing more until ``connectPermitted``; its waiters keep
     /// waiting, up to `pool_timeout`.
     case connectDeferred(ConnectionID)
@@ -50,8 +50,9 @@ public enum PoolEvent: Sendable, Equatable {
 
 /// What the live pool must do; returned by ``PoolStateMachine/handle(_:now:)`` in the order to run them.
 public enum PoolAction: Sendable, Equatable {
-    /// Open a new server connection with this id.
-    case createConnection(ConnectionID)
+    /// Open a new server connection with this id; with `affinity`, where a request with that affinity runs (the
+    /// waiter it is opened for), so that the two need no thread hop.
+    case createConnection(ConnectionID, affinity: Int? = nil)
     /// Hand the connection to the request.
     case lease(ConnectionID, to: RequestID)
     /// Check the connection before it goes to the request; answer with `pingSucceeded` or `pingFailed`.

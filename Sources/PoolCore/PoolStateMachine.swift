@@ -162,7 +162,8 @@ public struct PoolStateMachine: Sendable {
 
     private mutating func connectionEstablished(_ id: ConnectionID, affinity: Int?, now: PoolInstant) {
         guard case .connecting(let since) = self.connections[id] else { return }
-        if let affinity { self.connections.setAffinity(affinity, of: id) }
+        // Where the connection really runs, whatever it was asked for.
+        self.connections.setAffinity(affinity, of: id)
         self.observe(.connected(took: now - since))
         if case .connectFailing(let failing) = self.phase {
             if let timer = failing.retryTimer { self.emit(.cancelTimer(timer)) }
@@ -480,11 +481,14 @@ public struct PoolStateMachine: Sendable {
         case .shuttingDown, .shutDown:
             wanted = 0
         }
-        for _ in 0..<max(0, wanted) {
+        for index in 0..<max(0, wanted) {
             let id = ConnectionID(self.nextConnectionID)
             self.nextConnectionID += 1
             self.setState(id, .connecting(since: now))
-            self.emit(.createConnection(id))
+            // Opened where a waiter it is for runs (the waiters behind those the connects in flight cover).
+            let waiter = inFlight + index
+            let affinity = waiter < self.queue.count ? self.queue[waiter].affinity : nil
+            self.emit(.createConnection(id, affinity: affinity))
         }
     }
 

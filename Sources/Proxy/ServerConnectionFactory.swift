@@ -80,12 +80,17 @@ struct ServerConnectionFactory: ConnectionFactory {
     let connected: @Sendable (ServerConnection) -> Void
     let logger: Logger
 
-    /// Opened on the group's next loop, not on the loop of the client it is opened for: with connections opened on
-    /// their client's loop, the client registry was seen to keep an entry at shutdown, so that a drain waited its
-    /// whole `drain_timeout` (the SIGTERM drain test, transaction and session mode). Until that is understood, the
-    /// pool's choice of waiter (same loop first) is what keeps client and server on one loop.
     func makeConnection(id: ConnectionID, for key: PoolKey) async throws(ConnectError) -> ServerConnection {
-        let eventLoop = self.group.next()
+        try await self.makeConnection(id: id, for: key, affinity: nil)
+    }
+
+    func makeConnection(
+        id: ConnectionID,
+        for key: PoolKey,
+        affinity: Int?
+    ) async throws(ConnectError) -> ServerConnection {
+        // On the client's event loop when the pool says which client it is for: relaying then needs no thread hop.
+        let eventLoop = Self.eventLoop(in: self.group, affinity: affinity)
         do {
             return try await self.open(id: id, for: key, on: eventLoop)
         } catch {
@@ -96,6 +101,16 @@ struct ServerConnectionFactory: ConnectionFactory {
             )
             throw error
         }
+    }
+
+    /// The loop of `group` whose ``ServerConnection/affinity(of:)`` is `affinity`, else the group's next.
+    static func eventLoop(in group: any EventLoopGroup, affinity: Int?) -> any EventLoop {
+        if let affinity {
+            for eventLoop in group.makeIterator() where ServerConnection.affinity(of: eventLoop) == affinity {
+                return eventLoop
+            }
+        }
+        return group.next()
     }
 
     private func open(

@@ -277,7 +277,7 @@ struct RandomPoolDriver {
     private mutating func apply(_ action: PoolAction, of event: PoolEvent, created: inout Int) throws {
         let now = self.pool.now
         switch action {
-        case .createConnection(let id):
+        case .createConnection(let id, _):
             try self.require(!self.everCreated.contains(id), "\(id) created twice")
             self.everCreated.insert(id)
             self.connecting.insert(id)

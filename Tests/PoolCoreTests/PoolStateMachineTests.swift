@@ -537,6 +537,13 @@ import Testing
         #expect(pool.release(0).contains(.lease(C(0), to: R(next))))
     }
 
+    @Test func aConnectionIsOpenedWhereItsWaiterRuns() {
+        var pool = PoolHarness(PoolHarness.configuration(poolSize: 3))
+        #expect(pool.send(.leaseRequested(R(0), affinity: 5)).contains(.createConnection(C(0), affinity: 5)))
+        #expect(pool.send(.leaseRequested(R(1), affinity: 6)).contains(.createConnection(C(1), affinity: 6)))
+        #expect(pool.send(.leaseRequested(R(2))).contains(.createConnection(C(2))))
+    }
+
     // MARK: connect failures
 
     @Test func connectFailuresBackOffExponentiallyWithJitterUpToTheCap() throws {
