@@ -45,8 +45,6 @@ where Clock.Instant == ContinuousClock.Instant {
     @usableFromInline let clock: Clock
     @usableFromInline let observer: any PoolObserver
     @usableFromInline let state: Mutex<State>
-    /// Keeps stats deliveries in order (see ``PoolObserver``).
-    @usableFromInline let delivery = Mutex(StatsDelivery())
     @usableFromInline let nextRequestID = Atomic<Int>(0)
     /// What ``run()`` starts, buffered until it runs; finished when shutdown completes.
     @usableFromInline let background: AsyncStream<Background>
@@ -71,18 +69,11 @@ where Clock.Instant == ContinuousClock.Instant {
         /// cancelled on its own).
         @usableFromInline var timerStop: CheckedContinuation<Void, Never>?
         @usableFromInline var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-        @usableFromInline var version: UInt64 = 0
         /// The state machine's output, reused from event to event.
         @usableFromInline var actions: [PoolAction] = []
         /// What an event leaves to do after unlocking, lent out for the event and given back empty, so that a
         /// checkout allocates no list (empty while lent; a concurrent event then makes its own).
         @usableFromInline var spareWork: [Work] = []
-    }
-
-    @usableFromInline
-    struct StatsDelivery {
-        @usableFromInline var version: UInt64 = 0
-        @usableFromInline var stats = PoolStats()
     }
 
     /// Work that outlives the event that asked for it: a child task of ``run()``.
@@ -108,7 +99,8 @@ where Clock.Instant == ContinuousClock.Instant {
     /// - Parameters:
     ///   - clock: stamps events and runs the timers; its instants are `ContinuousClock`'s, which the state machine
     ///     takes.
-    ///   - observer: receives observations and stats, outside the pool's lock; must not call back into the pool.
+    ///   - observer: receives observations, outside the pool's lock (it must not call back into the pool from them),
+    ///     and once a way to read the stats.
     ///   - jitterSeed: seeds the connect backoff jitter.
     ///   - budget: the database's `max_db_connections`, shared by its pools.
     public init(
@@ -129,6 +121,7 @@ where Clock.Instant == ContinuousClock.Instant {
         self.state = Mutex(State(machine: machine))
         (self.background, self.backgroundInput) = AsyncStream.makeStream()
         budget?.join(self)
+        observer.pool(key, readStats: { [weak self] in self?.stats })
     }
 
     deinit {
@@ -340,10 +333,10 @@ where Clock.Instant == ContinuousClock.Instant {
         }
     }
 
-    /// Feeds one event under the lock (after `prepare`), then runs its actions and reports the stats outside it.
+    /// Feeds one event under the lock (after `prepare`), then runs its actions outside it.
     @inlinable
     func handle(_ event: PoolEvent, prepare: @Sendable (inout State) -> Void = { _ in }) {
-        var (work, stats, version) = self.state.withLock { state in
+        var work = self.state.withLock { state in
             prepare(&state)
             var actions: [PoolAction] = []
             swap(&actions, &state.actions)
@@ -354,13 +347,11 @@ where Clock.Instant == ContinuousClock.Instant {
                 Self.resolve(action, in: &state, into: &work)
             }
             swap(&actions, &state.actions)
-            state.version += 1
-            return (work, state.machine.stats, state.version)
+            return work
         }
         for index in work.indices {
             self.run(work[index])
         }
-        self.deliver(stats, version: version)
         guard work.capacity > 0 else { return }
         work.removeAll(keepingCapacity: true)
         self.state.withLock { state in
@@ -564,17 +555,6 @@ where Clock.Instant == ContinuousClock.Instant {
         }
         for item in next { self.run(item) }
         for timer in due { self.handle(.timerFired(timer)) }
-    }
-
-    @inlinable
-    func deliver(_ stats: PoolStats, version: UInt64) {
-        self.delivery.withLock { delivered in
-            guard version > delivered.version else { return }
-            delivered.version = version
-            guard stats != delivered.stats else { return }
-            delivered.stats = stats
-            self.observer.pool(self.key, statsChanged: stats)
-        }
     }
 }
 

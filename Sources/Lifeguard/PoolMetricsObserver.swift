@@ -4,7 +4,7 @@ import PoolCore
 
 /// Feeds one pool's observations and stats into its series of the metric catalogue.
 ///
-/// Gauges are copied from the pool's stats snapshot (a gauge is a count of a state); counters and histograms move
+/// Gauges are read from the pool's stats at each scrape (a gauge is a count of a state); counters and histograms move
 /// with each observation.
 struct PoolMetricsObserver: PoolObserver {
     let metrics: PoolMetrics
@@ -40,14 +40,18 @@ struct PoolMetricsObserver: PoolObserver {
         }
     }
 
-    func pool(_ key: PoolKey, statsChanged stats: PoolStats) {
-        self.metrics.setConnections(
-            idle: stats.idle,
-            used: stats.used,
-            checkedOut: stats.checkedOut,
-            overflow: stats.overflow,
-            waiting: stats.waiting
-        )
+    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
+        let metrics = self.metrics
+        metrics.readGaugesBeforeRendering {
+            guard let stats = readStats() else { return }
+            metrics.setConnections(
+                idle: stats.idle,
+                used: stats.used,
+                checkedOut: stats.checkedOut,
+                overflow: stats.overflow,
+                waiting: stats.waiting
+            )
+        }
     }
 
     // Exhaustive switches: a reason added to the pool core without a label value does not compile.

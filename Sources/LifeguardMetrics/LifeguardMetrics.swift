@@ -159,6 +159,7 @@ public final class LifeguardMetrics: Sendable {
         let expected = self.lastRenderedCount.load(ordering: .relaxed)
         buffer.reserveCapacity(start + expected + expected / 16)
         defer { self.lastRenderedCount.store(buffer.endIndex - start, ordering: .relaxed) }
+        for pool in pools { pool.readGauges() }
         for (family, header) in Self.headers where !family.isProcess {
             let headerStart = buffer.endIndex
             buffer.append(contentsOf: header)

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The series of one pool, keyed by (database, user). Get it from ``LifeguardMetrics/pool(database:user:)``.
 ///
 /// Every method is a few atomic operations (histograms: a short lock held only to add one sample), safe from any
@@ -27,6 +29,8 @@ public final class PoolMetrics: Sendable {
     private let staleReleases: CounterSeries
     private let transactionCount: CounterSeries
     private let queryCount: CounterSeries
+    /// Sets the state gauges from the pool itself, before they are read: set by the pool's observer.
+    private let gaugeReader = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(database: String, user: String) {
         self.database = database
@@ -70,6 +74,17 @@ public final class PoolMetrics: Sendable {
     public func setConfigured(poolSize: Int, maxOverflow: Int) {
         self.size.set(poolSize)
         self.maxOverflow.set(maxOverflow)
+    }
+
+    /// Has `read` called before every scrape, to set the state gauges from the pool as it is then
+    /// (with ``setConnections(idle:used:checkedOut:overflow:waiting:)``), rather than on every change.
+    public func readGaugesBeforeRendering(_ read: @escaping @Sendable () -> Void) {
+        self.gaugeReader.withLock { $0 = read }
+    }
+
+    /// Reads the state gauges from the pool, if it said how.
+    func readGauges() {
+        self.gaugeReader.withLock { $0 }?()
     }
 
     /// Sets the pool's state gauges from one snapshot of the pool, so that they agree with each other.

@@ -20,18 +20,21 @@ public enum PoolObservation: Sendable, Equatable {
     case staleRelease
 }
 
-/// Receives a pool's observations and its changed stats. Implemented by the metrics layer.
+/// Receives a pool's observations, and a way to read its stats. Implemented by the metrics layer.
 ///
-/// Called by the live pool outside its lock, possibly from several threads at once; `statsChanged` calls
-/// are ordered (a newer snapshot is never followed by an older one). Must not call back into the pool.
+/// Observations come from the live pool outside its lock, possibly from several threads at once; the observer must
+/// not call back into the pool from them.
 public protocol PoolObserver: Sendable {
     func pool(_ key: PoolKey, observed: PoolObservation)
-    func pool(_ key: PoolKey, statsChanged: PoolStats)
+    /// Called once, as the pool is created: `readStats` returns the pool's stats now (nil once the pool is gone).
+    /// Gauges are read through it when they are needed (a scrape) rather than pushed on every event: a checkout
+    /// and a return change them each time, and pushing them cost a lock, a copy and a comparison per event.
+    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?)
 }
 
 extension PoolObserver {
     public func pool(_ key: PoolKey, observed: PoolObservation) {}
-    public func pool(_ key: PoolKey, statsChanged: PoolStats) {}
+    public func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {}
 }
 
 /// The default observer: ignores everything.

@@ -123,21 +123,21 @@ final class FakeFactory: ConnectionFactory {
 final class RecordingObserver: PoolObserver {
     struct Record: Sendable {
         var observations: [PoolObservation] = []
-        var stats: [PoolStats] = []
+        var readStats: (@Sendable () -> PoolStats?)?
     }
 
     private let state = Watched(Record())
 
     var observations: [PoolObservation] { self.state.value.observations }
-    var lastStats: PoolStats? { self.state.value.stats.last }
-    var statsHistory: [PoolStats] { self.state.value.stats }
+    /// The stats as read through what the pool gave the observer.
+    var stats: PoolStats? { self.state.value.readStats?() }
 
     func pool(_ key: PoolKey, observed: PoolObservation) {
         self.state.update { $0.observations.append(observed) }
     }
 
-    func pool(_ key: PoolKey, statsChanged: PoolStats) {
-        self.state.update { $0.stats.append(statsChanged) }
+    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
+        self.state.update { $0.readStats = readStats }
     }
 
     /// Returns once `count` observations satisfy `matching`.
@@ -145,9 +145,11 @@ final class RecordingObserver: PoolObserver {
         await self.state.wait { $0.observations.count(where: matching) >= count }
     }
 
-    /// Returns once the last stats delivered satisfy `condition`.
+    /// Returns once the stats read through the observer satisfy `condition` (polled: stats are read, not pushed).
     func waitForStats(_ condition: @escaping @Sendable (PoolStats) -> Bool) async {
-        await self.state.wait { $0.stats.last.map(condition) ?? false }
+        while !(self.stats.map(condition) ?? false) {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
     }
 }
 

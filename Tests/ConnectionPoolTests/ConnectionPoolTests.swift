@@ -49,6 +49,7 @@ import Testing
         let pool = self.makePool(Self.configuration(poolSize: 3, maxOverflow: 2), factory: factory, observer: observer)
         let holders = Locked((now: 0, most: 0))
         let leasedIDs = Locked<Set<ConnectionID>>([])
+        let snapshots = Locked<[PoolStats]>([])
         try await withRunningPool(pool) {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<200 {
@@ -61,6 +62,7 @@ import Testing
                             $0.most = max($0.most, $0.now)
                         }
                         #expect(!connection.isClosed)
+                        if let stats = observer.stats { snapshots.withLock { $0.append(stats) } }
                         await Task.yield()
                         holders.withLock { $0.now -= 1 }
                         leasedIDs.withLock { _ = $0.remove(connection.id) }
@@ -78,11 +80,10 @@ import Testing
             // Idle connections beyond pool_size were closed as overflow.
             #expect(stats.idle <= 3)
         }
-        // Every snapshot the observer saw respects the limit (the factory cannot tell: a close runs after the
-        // pool has already counted the connection as gone).
-        #expect(observer.statsHistory.allSatisfy { $0.open + $0.connecting <= 5 })
-        // run() has returned: no connect is in flight, so the last delivery is the last state.
-        #expect(observer.lastStats == pool.stats)
+        // Every snapshot taken while the clients ran respects the limit (the factory cannot tell: a close runs
+        // after the pool has already counted the connection as gone).
+        #expect(snapshots.withLock { $0 }.allSatisfy { $0.open + $0.connecting <= 5 })
+        #expect(observer.stats == pool.stats)
         #expect(observer.observations.count { $0.isLeased } == 200)
         #expect(factory.made.allSatisfy { $0.isClosed })
     }
@@ -388,6 +389,20 @@ import Testing
         #expect(observations.contains { $0.isLeased })
         #expect(observations.contains { if case .returned = $0 { true } else { false } })
         #expect(observations.contains(.closed(.shutdown)))
-        #expect(observer.lastStats == pool.stats)
+        #expect(observer.stats == pool.stats)
+    }
+
+    @Test func theObserverReadsStatsOnlyWhileThePoolLives() async throws {
+        let observer = RecordingObserver()
+        do {
+            let pool = self.makePool(Self.configuration(poolSize: 1), observer: observer)
+            try await withRunningPool(pool) {
+                let connection = try await pool.lease()
+                #expect(observer.stats?.checkedOut == 1)
+                pool.release(connection)
+                #expect(observer.stats?.checkedOut == 0)
+            }
+        }
+        #expect(observer.stats == nil, "the observer kept the pool alive")
     }
 }

@@ -1,4 +1,5 @@
 import LifeguardMetrics
+import Synchronization
 import Testing
 
 @Suite("PoolMetrics updates")
@@ -24,6 +25,21 @@ struct PoolMetricsTests {
                 "lifeguard_pool_max_overflow{\(Self.alice)}": "5.0",
             ]
         )
+    }
+
+    @Test("the gauge reader runs before every rendering, so a scrape shows the pool as it is then")
+    func gaugesAreReadAtEachScrape() {
+        let metrics = LifeguardMetrics(version: "0.1.0")
+        let pool = metrics.pool(database: "app", user: "alice")
+        let waiting = Mutex(0)
+        pool.readGaugesBeforeRendering {
+            pool.setConnections(idle: 0, used: 0, checkedOut: 0, overflow: 0, waiting: waiting.withLock { $0 })
+        }
+        let sample = "lifeguard_pool_waiting_clients{\(Self.alice)}"
+        waiting.withLock { $0 = 7 }
+        #expect(Exposition.samples(Exposition.withoutProcess(metrics))[sample] == "7.0")
+        waiting.withLock { $0 = 2 }
+        #expect(Exposition.samples(Exposition.withoutProcess(metrics))[sample] == "2.0")
     }
 
     @Test("setConnections sets the state gauges")

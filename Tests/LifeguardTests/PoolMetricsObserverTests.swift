@@ -35,8 +35,8 @@ import Testing
             if case .connectFailed = observed { self.connectFailed(()) }
         }
 
-        func pool(_ key: PoolKey, statsChanged: PoolStats) {
-            self.metrics.pool(key, statsChanged: statsChanged)
+        func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
+            self.metrics.pool(key, readStats: readStats)
         }
     }
 
