@@ -409,26 +409,15 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
             let server = Self.server(lease)
             let pool = self.pool
             let mode = self.session.poolMode
-            let giveBack: @Sendable () -> Void = {
-                server.detach(lease.request)
-                server.putBack(preparedStatements: preparedStatements)
-                if let pool {
-                    ServerReturn.run(
-                        plan,
-                        server: server,
-                        lease: lease.request,
-                        ledger: lease.ledger,
-                        pool: pool,
-                        mode: mode
-                    )
-                }
-            }
             // On the server's own loop, after what this client queued there (its attach, its writes): the pool may
             // hand the connection to a client of that loop at once, whose attach must come after them, not before.
+            // Called directly when already there: no closure to allocate per transaction.
             if server.eventLoop.inEventLoop {
-                giveBack()
+                Self.giveBack(server, lease, plan, preparedStatements, pool: pool, mode: mode)
             } else {
-                server.eventLoop.execute(giveBack)
+                server.eventLoop.execute {
+                    Self.giveBack(server, lease, plan, preparedStatements, pool: pool, mode: mode)
+                }
             }
         case .cancelTarget(let server):
             self.cancelTarget?.set(server.map { Self.server($0) })
@@ -639,6 +628,21 @@ final class ClientChannelHandler: ChannelDuplexHandler, ServerConnectionClient {
                 eventLoop.execute { handler.value.readIfAllowed() }
             }
         }
+    }
+
+    /// Detaches this client from the server connection and returns it to the pool as `plan` says; on the server's loop.
+    private static func giveBack(
+        _ server: ServerConnection,
+        _ lease: ServerLease,
+        _ plan: ReturnPlan,
+        _ preparedStatements: ServerStatements,
+        pool: ProxyPool?,
+        mode: PoolMode
+    ) {
+        server.detach(lease.request)
+        server.putBack(preparedStatements: preparedStatements)
+        guard let pool else { return }
+        ServerReturn.run(plan, server: server, lease: lease.request, ledger: lease.ledger, pool: pool, mode: mode)
     }
 
     private func runCommand(_ purpose: ServerCommandPurpose, on lease: ServerLease) {
