@@ -45,6 +45,8 @@ where Clock.Instant == ContinuousClock.Instant {
     @usableFromInline let clock: Clock
     @usableFromInline let observer: any PoolObserver
     @usableFromInline let state: Mutex<State>
+    /// The stats' gauges, stored after every event for readers that must not wait for the lock.
+    public let gauges = PoolGauges()
     @usableFromInline let nextRequestID = Atomic<Int>(0)
     /// What ``run()`` starts, buffered until it runs; finished when shutdown completes.
     @usableFromInline let background: AsyncStream<Background>
@@ -100,7 +102,7 @@ where Clock.Instant == ContinuousClock.Instant {
     ///   - clock: stamps events and runs the timers; its instants are `ContinuousClock`'s, which the state machine
     ///     takes.
     ///   - observer: receives observations, outside the pool's lock (it must not call back into the pool from them),
-    ///     and once a way to read the stats.
+    ///     and once the pool's ``gauges``.
     ///   - jitterSeed: seeds the connect backoff jitter.
     ///   - budget: the database's `max_db_connections`, shared by its pools.
     public init(
@@ -121,7 +123,7 @@ where Clock.Instant == ContinuousClock.Instant {
         self.state = Mutex(State(machine: machine))
         (self.background, self.backgroundInput) = AsyncStream.makeStream()
         budget?.join(self)
-        observer.pool(key, readStats: { [weak self] in self?.stats })
+        observer.pool(key, gauges: self.gauges)
     }
 
     deinit {
@@ -341,6 +343,7 @@ where Clock.Instant == ContinuousClock.Instant {
             var actions: [PoolAction] = []
             swap(&actions, &state.actions)
             state.machine.handle(event, now: self.clock.now, into: &actions)
+            self.gauges.store(state.machine.gauges)
             var work: [Work] = []
             swap(&work, &state.spareWork)
             for action in actions {

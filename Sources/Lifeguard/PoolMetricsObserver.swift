@@ -4,7 +4,7 @@ import PoolCore
 
 /// Feeds one pool's observations and stats into its series of the metric catalogue.
 ///
-/// Gauges are read from the pool's stats at each scrape (a gauge is a count of a state); counters and histograms move
+/// Gauges are read from the pool's published gauges at each scrape (a gauge is a count of a state); counters and histograms move
 /// with each observation.
 struct PoolMetricsObserver: PoolObserver {
     let metrics: PoolMetrics
@@ -40,10 +40,10 @@ struct PoolMetricsObserver: PoolObserver {
         }
     }
 
-    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
-        let metrics = self.metrics
-        metrics.readGaugesBeforeRendering {
-            guard let stats = readStats() else { return }
+    func pool(_ key: PoolKey, gauges: PoolGauges) {
+        // Unowned: the metrics keep the reader, which must not keep them.
+        self.metrics.readGaugesBeforeRendering { [unowned metrics = self.metrics] in
+            let stats = gauges.load()
             metrics.setConnections(
                 idle: stats.idle,
                 used: stats.used,

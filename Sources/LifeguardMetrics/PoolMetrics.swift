@@ -29,8 +29,14 @@ public final class PoolMetrics: Sendable {
     private let staleReleases: CounterSeries
     private let transactionCount: CounterSeries
     private let queryCount: CounterSeries
-    /// Sets the state gauges from the pool itself, before they are read: set by the pool's observer.
-    private let gaugeReader = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Sets the state gauges from the pool itself, before they are read: set by the pool's observer. A class around
+    /// the closure: a bare closure in the generic `Mutex` was re-thunked, three allocations, each time it was read.
+    private let gaugeReader = Mutex<GaugeReader?>(nil)
+
+    private final class GaugeReader: Sendable {
+        let read: @Sendable () -> Void
+        init(_ read: @escaping @Sendable () -> Void) { self.read = read }
+    }
 
     init(database: String, user: String) {
         self.database = database
@@ -79,12 +85,13 @@ public final class PoolMetrics: Sendable {
     /// Has `read` called before every scrape, to set the state gauges from the pool as it is then
     /// (with ``setConnections(idle:used:checkedOut:overflow:waiting:)``), rather than on every change.
     public func readGaugesBeforeRendering(_ read: @escaping @Sendable () -> Void) {
-        self.gaugeReader.withLock { $0 = read }
+        let reader = GaugeReader(read)
+        self.gaugeReader.withLock { $0 = reader }
     }
 
     /// Reads the state gauges from the pool, if it said how.
     func readGauges() {
-        self.gaugeReader.withLock { $0 }?()
+        self.gaugeReader.withLock { $0 }?.read()
     }
 
     /// Sets the pool's state gauges from one snapshot of the pool, so that they agree with each other.

@@ -20,21 +20,21 @@ public enum PoolObservation: Sendable, Equatable {
     case staleRelease
 }
 
-/// Receives a pool's observations, and a way to read its stats. Implemented by the metrics layer.
+/// Receives a pool's observations, and its gauges. Implemented by the metrics layer.
 ///
 /// Observations come from the live pool outside its lock, possibly from several threads at once; the observer must
 /// not call back into the pool from them.
 public protocol PoolObserver: Sendable {
     func pool(_ key: PoolKey, observed: PoolObservation)
-    /// Called once, as the pool is created: `readStats` returns the pool's stats now (nil once the pool is gone).
-    /// Gauges are read through it when they are needed (a scrape) rather than pushed on every event: a checkout
-    /// and a return change them each time, and pushing them cost a lock, a copy and a comparison per event.
-    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?)
+    /// Called once, as the pool is created: the pool keeps `gauges` up to date, to be read when they are needed (a
+    /// scrape) rather than pushed on every event: a checkout and a return change them each time, and pushing a copy
+    /// of the stats cost a second lock, a comparison and the copy per event.
+    func pool(_ key: PoolKey, gauges: PoolGauges)
 }
 
 extension PoolObserver {
     public func pool(_ key: PoolKey, observed: PoolObservation) {}
-    public func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {}
+    public func pool(_ key: PoolKey, gauges: PoolGauges) {}
 }
 
 /// The default observer: ignores everything.

@@ -70,6 +70,17 @@ public struct PoolStateMachine: Sendable {
         return stats
     }
 
+    /// The gauges of ``stats``, without copying its counters by reason.
+    public var gauges: PoolGaugeValues {
+        PoolGaugeValues(
+            idle: self.counts.idle,
+            used: self.counts.used,
+            checkedOut: self.counts.checkedOut,
+            overflow: max(0, self.counts.open - self.configuration.poolSize),
+            waiting: self.counts.waiting
+        )
+    }
+
     /// True once shutdown has completed.
     public var isShutDown: Bool { self.phase == .shutDown }
 

@@ -123,21 +123,21 @@ final class FakeFactory: ConnectionFactory {
 final class RecordingObserver: PoolObserver {
     struct Record: Sendable {
         var observations: [PoolObservation] = []
-        var readStats: (@Sendable () -> PoolStats?)?
+        var gauges: PoolGauges?
     }
 
     private let state = Watched(Record())
 
     var observations: [PoolObservation] { self.state.value.observations }
-    /// The stats as read through what the pool gave the observer.
-    var stats: PoolStats? { self.state.value.readStats?() }
+    /// The gauges as read through what the pool gave the observer.
+    var gauges: PoolGaugeValues? { self.state.value.gauges?.load() }
 
     func pool(_ key: PoolKey, observed: PoolObservation) {
         self.state.update { $0.observations.append(observed) }
     }
 
-    func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
-        self.state.update { $0.readStats = readStats }
+    func pool(_ key: PoolKey, gauges: PoolGauges) {
+        self.state.update { $0.gauges = gauges }
     }
 
     /// Returns once `count` observations satisfy `matching`.
@@ -145,9 +145,9 @@ final class RecordingObserver: PoolObserver {
         await self.state.wait { $0.observations.count(where: matching) >= count }
     }
 
-    /// Returns once the stats read through the observer satisfy `condition` (polled: stats are read, not pushed).
-    func waitForStats(_ condition: @escaping @Sendable (PoolStats) -> Bool) async {
-        while !(self.stats.map(condition) ?? false) {
+    /// Returns once the gauges read through the observer satisfy `condition` (polled: they are read, not pushed).
+    func waitForGauges(_ condition: @escaping @Sendable (PoolGaugeValues) -> Bool) async {
+        while !(self.gauges.map(condition) ?? false) {
             try? await Task.sleep(for: .milliseconds(1))
         }
     }

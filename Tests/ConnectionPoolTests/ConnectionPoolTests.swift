@@ -62,7 +62,8 @@ import Testing
                             $0.most = max($0.most, $0.now)
                         }
                         #expect(!connection.isClosed)
-                        if let stats = observer.stats { snapshots.withLock { $0.append(stats) } }
+                        let stats = pool.stats
+                        snapshots.withLock { $0.append(stats) }
                         await Task.yield()
                         holders.withLock { $0.now -= 1 }
                         leasedIDs.withLock { _ = $0.remove(connection.id) }
@@ -83,7 +84,7 @@ import Testing
         // Every snapshot taken while the clients ran respects the limit (the factory cannot tell: a close runs
         // after the pool has already counted the connection as gone).
         #expect(snapshots.withLock { $0 }.allSatisfy { $0.open + $0.connecting <= 5 })
-        #expect(observer.stats == pool.stats)
+        #expect(observer.gauges == pool.stats.gauges)
         #expect(observer.observations.count { $0.isLeased } == 200)
         #expect(factory.made.allSatisfy { $0.isClosed })
     }
@@ -193,7 +194,7 @@ import Testing
         let pool = self.makePool(Self.configuration(poolSize: 1, minSize: 1), observer: observer)
         pool.start()
         try await withRunningPool(pool) {
-            await observer.waitForStats { $0.idle == 1 }
+            await observer.waitForGauges { $0.idle == 1 }
             let first = try await pool.lease()
             pool.discard(first, reason: .broken)
             #expect(first.isClosed)
@@ -314,7 +315,7 @@ import Testing
         try await withRunningPool(pool) {
             let held = try await pool.lease()
             let waiter = Task { try await pool.lease() }
-            await observer.waitForStats { $0.waiting == 1 }
+            await observer.waitForGauges { $0.waiting == 1 }
             waiter.cancel()
             do {
                 _ = try await waiter.value
@@ -389,20 +390,23 @@ import Testing
         #expect(observations.contains { $0.isLeased })
         #expect(observations.contains { if case .returned = $0 { true } else { false } })
         #expect(observations.contains(.closed(.shutdown)))
-        #expect(observer.stats == pool.stats)
+        #expect(observer.gauges == pool.stats.gauges)
     }
 
-    @Test func theObserverReadsStatsOnlyWhileThePoolLives() async throws {
+    @Test func theObserversGaugesFollowEveryEvent() async throws {
         let observer = RecordingObserver()
-        do {
-            let pool = self.makePool(Self.configuration(poolSize: 1), observer: observer)
-            try await withRunningPool(pool) {
-                let connection = try await pool.lease()
-                #expect(observer.stats?.checkedOut == 1)
-                pool.release(connection)
-                #expect(observer.stats?.checkedOut == 0)
-            }
+        let pool = self.makePool(Self.configuration(poolSize: 1), observer: observer)
+        try await withRunningPool(pool) {
+            let connection = try await pool.lease()
+            #expect(observer.gauges == PoolGaugeValues(used: 1, checkedOut: 1))
+            let waiter = Task { try await pool.lease() }
+            await observer.waitForGauges { $0.waiting == 1 }
+            pool.release(connection)
+            let second = try await waiter.value
+            #expect(observer.gauges == PoolGaugeValues(used: 1, checkedOut: 1))
+            pool.release(second)
+            #expect(observer.gauges == PoolGaugeValues(idle: 1))
         }
-        #expect(observer.stats == nil, "the observer kept the pool alive")
+        #expect(observer.gauges == pool.stats.gauges)
     }
 }

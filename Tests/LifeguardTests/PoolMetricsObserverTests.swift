@@ -35,8 +35,8 @@ import Testing
             if case .connectFailed = observed { self.connectFailed(()) }
         }
 
-        func pool(_ key: PoolKey, readStats: @escaping @Sendable () -> PoolStats?) {
-            self.metrics.pool(key, readStats: readStats)
+        func pool(_ key: PoolKey, gauges: PoolGauges) {
+            self.metrics.pool(key, gauges: gauges)
         }
     }
 

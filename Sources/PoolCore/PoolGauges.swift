@@ -1,0 +1,76 @@
+import Synchronization
+
+/// The gauges of a pool's stats: what ``PoolGauges`` publishes.
+public struct PoolGaugeValues: Sendable, Equatable {
+    /// Open connections waiting to be handed out.
+    public var idle: Int
+    /// Open connections leased to a client or being pinged.
+    public var used: Int
+    /// Connections leased to clients.
+    public var checkedOut: Int
+    /// Open connections above `pool_size`.
+    public var overflow: Int
+    /// Clients waiting for a connection.
+    public var waiting: Int
+
+    public init(idle: Int = 0, used: Int = 0, checkedOut: Int = 0, overflow: Int = 0, waiting: Int = 0) {
+        self.idle = idle
+        self.used = used
+        self.checkedOut = checkedOut
+        self.overflow = overflow
+        self.waiting = waiting
+    }
+}
+
+extension PoolStats {
+    /// The gauges alone.
+    public var gauges: PoolGaugeValues {
+        PoolGaugeValues(
+            idle: self.idle,
+            used: self.used,
+            checkedOut: self.checkedOut,
+            overflow: self.overflow,
+            waiting: self.waiting
+        )
+    }
+}
+
+/// A pool's gauges, stored by the pool under its lock after every event and read without any lock (by a scrape).
+///
+/// Relaxed atomics: each value is one the pool had, though a reader racing an event may see some values from before
+/// it and some from after. Storing them costs a few plain stores per event; the scrape, which may run while the pool
+/// is busy, never waits for the pool's lock (waiting for it behind a loaded machine's scheduler had made scrapes of
+/// 100 pools 2–6 times slower at p99).
+public final class PoolGauges: Sendable {
+    private let idle = Atomic<Int>(0)
+    private let used = Atomic<Int>(0)
+    private let checkedOut = Atomic<Int>(0)
+    private let overflow = Atomic<Int>(0)
+    private let waiting = Atomic<Int>(0)
+
+    public init() {}
+
+    @inlinable
+    public func store(_ values: PoolGaugeValues) {
+        self.store(values.idle, values.used, values.checkedOut, values.overflow, values.waiting)
+    }
+
+    @usableFromInline
+    func store(_ idle: Int, _ used: Int, _ checkedOut: Int, _ overflow: Int, _ waiting: Int) {
+        self.idle.store(idle, ordering: .relaxed)
+        self.used.store(used, ordering: .relaxed)
+        self.checkedOut.store(checkedOut, ordering: .relaxed)
+        self.overflow.store(overflow, ordering: .relaxed)
+        self.waiting.store(waiting, ordering: .relaxed)
+    }
+
+    public func load() -> PoolGaugeValues {
+        PoolGaugeValues(
+            idle: self.idle.load(ordering: .relaxed),
+            used: self.used.load(ordering: .relaxed),
+            checkedOut: self.checkedOut.load(ordering: .relaxed),
+            overflow: self.overflow.load(ordering: .relaxed),
+            waiting: self.waiting.load(ordering: .relaxed)
+        )
+    }
+}
