@@ -4,8 +4,8 @@ import PoolCore
 
 /// Feeds one pool's observations and stats into its series of the metric catalogue.
 ///
-/// Gauges are read from the pool's published gauges at each scrape (a gauge is a count of a state); counters and histograms move
-/// with each observation.
+/// Gauges are read from the pool's published gauges at each scrape (a gauge is a count of a state); counters and
+/// histograms move with each observation.
 struct PoolMetricsObserver: PoolObserver {
     let metrics: PoolMetrics
     var logger: Logger?
@@ -43,13 +43,13 @@ struct PoolMetricsObserver: PoolObserver {
     func pool(_ key: PoolKey, gauges: PoolGauges) {
         // Unowned: the metrics keep the reader, which must not keep them.
         self.metrics.readGaugesBeforeRendering { [unowned metrics = self.metrics] in
-            let stats = gauges.load()
+            let now = gauges.load()
             metrics.setConnections(
-                idle: stats.idle,
-                used: stats.used,
-                checkedOut: stats.checkedOut,
-                overflow: stats.overflow,
-                waiting: stats.waiting
+                idle: now.idle,
+                used: now.used,
+                checkedOut: now.checkedOut,
+                overflow: now.overflow,
+                waiting: now.waiting
             )
         }
     }

@@ -50,18 +50,12 @@ public final class PoolGauges: Sendable {
 
     public init() {}
 
-    @inlinable
     public func store(_ values: PoolGaugeValues) {
-        self.store(values.idle, values.used, values.checkedOut, values.overflow, values.waiting)
-    }
-
-    @usableFromInline
-    func store(_ idle: Int, _ used: Int, _ checkedOut: Int, _ overflow: Int, _ waiting: Int) {
-        self.idle.store(idle, ordering: .relaxed)
-        self.used.store(used, ordering: .relaxed)
-        self.checkedOut.store(checkedOut, ordering: .relaxed)
-        self.overflow.store(overflow, ordering: .relaxed)
-        self.waiting.store(waiting, ordering: .relaxed)
+        self.idle.store(values.idle, ordering: .relaxed)
+        self.used.store(values.used, ordering: .relaxed)
+        self.checkedOut.store(values.checkedOut, ordering: .relaxed)
+        self.overflow.store(values.overflow, ordering: .relaxed)
+        self.waiting.store(values.waiting, ordering: .relaxed)
     }
 
     public func load() -> PoolGaugeValues {

@@ -66,7 +66,7 @@ public struct PoolStateMachine: Sendable {
     /// Current gauges and counters.
     public var stats: PoolStats {
         var stats = self.counts
-        stats.overflow = max(0, stats.open - self.configuration.poolSize)
+        stats.overflow = self.overflow
         return stats
     }
 
@@ -76,10 +76,13 @@ public struct PoolStateMachine: Sendable {
             idle: self.counts.idle,
             used: self.counts.used,
             checkedOut: self.counts.checkedOut,
-            overflow: max(0, self.counts.open - self.configuration.poolSize),
+            overflow: self.overflow,
             waiting: self.counts.waiting
         )
     }
+
+    /// Open connections above `poolSize` (not counted: it follows from the open count).
+    private var overflow: Int { max(0, self.counts.open - self.configuration.poolSize) }
 
     /// True once shutdown has completed.
     public var isShutDown: Bool { self.phase == .shutDown }
