@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/run, bench/idle-clients and bench/scrape-cost. Source it; do not run it.
+# Shared by the bench/ scripts. Source it; do not run it.
 #
 # Builds on scripts/lib/common.sh (installers, pg_start, free_port, wait_tcp, on_exit): every server started here
 # listens on 127.0.0.1 only, lives in a temporary directory and is stopped by the EXIT trap.
@@ -207,6 +207,30 @@ bench_lifeguard_stop() {
 }
 
 fd_limit_of() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null || echo "?"; }
+# valgrind_prepare DIR: what running Lifeguard under valgrind takes, made in DIR. Sets VALGRIND_LIFEGUARD (a copy of
+# $LIFEGUARD without debug information: valgrind 3.19 cannot read the DWARF of Swift 6.3 binaries, and the symbol
+# table is enough to name functions) and VALGRIND_SHIM (to preload: an async main ends the main thread in
+# libdispatch's sigsuspend, whose mask is read-only data; valgrind 3.19 writes to that mask, to unblock SIGKILL and
+# SIGSTOP, and dies. The shim passes a copy, and executes a handful of instructions, once).
+valgrind_prepare() {
+    local dir=$1
+    VALGRIND_LIFEGUARD="$dir/lifeguard"
+    VALGRIND_SHIM="$dir/sigsuspend.so"
+    strip --strip-debug -o "$VALGRIND_LIFEGUARD" "$LIFEGUARD" || die "strip --strip-debug $LIFEGUARD failed"
+    cat >"$dir/sigsuspend.c" <<'C'
+#define _GNU_SOURCE
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int sigsuspend(const sigset_t *mask) {
+    sigset_t copy = *mask;
+    return (int)syscall(SYS_rt_sigsuspend, &copy, sizeof(long));
+}
+C
+    "$(command -v cc || command -v clang)" -shared -fPIC -O2 -o "$VALGRIND_SHIM" "$dir/sigsuspend.c" ||
+        die "could not build the sigsuspend shim for valgrind"
+}
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 pgbouncer_version() { pgbouncer --version 2>/dev/null | head -n 1 | sed 's/^PgBouncer //'; }
