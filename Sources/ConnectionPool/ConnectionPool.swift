@@ -59,7 +59,11 @@ where Clock.Instant == ContinuousClock.Instant {
     @usableFromInline
     struct State {
         @usableFromInline var machine: PoolStateMachine
-        @usableFromInline var connections: [ConnectionID: Connection] = [:]
+        @usableFromInline var connections = ConnectionList<Connection>()
+        /// The request of the lease event being handled, until the state machine serves it or it waits: a lease
+        /// served at once (an idle connection ready) never enters `requests`.
+        @usableFromInline var incoming: (request: RequestID, completion: LeaseCompletion)?
+        /// Requests that wait.
         @usableFromInline var requests: [RequestID: LeaseCompletion] = [:]
         /// Timers asked for and not yet fired or cancelled.
         @usableFromInline var timers: [PoolTimer.ID: PoolTimer] = [:]
@@ -186,7 +190,7 @@ where Clock.Instant == ContinuousClock.Instant {
     /// The pool's connections and waiters now, and the connections themselves, under the pool's lock (for the admin
     /// console).
     public func inspect() -> (PoolInspection, [ConnectionID: Connection]) {
-        self.state.withLock { ($0.machine.inspect(), $0.connections) }
+        self.state.withLock { ($0.machine.inspect(), $0.connections.byID) }
     }
 
     /// The settings in force (normalized).
@@ -318,7 +322,7 @@ where Clock.Instant == ContinuousClock.Instant {
     /// the request before its completion can run.
     @inlinable
     public func lease(_ request: RequestID, affinity: Int? = nil, _ completion: @escaping LeaseCompletion) {
-        self.handle(.leaseRequested(request, affinity: affinity)) { $0.requests[request] = completion }
+        self.handle(.leaseRequested(request, affinity: affinity)) { $0.incoming = (request, completion) }
         // A client of a pool that waits for room under max_db_connections: room is made for it if some is idle.
         if let budget = self.budget, budget.hasDeferred { budget.makeRoom() }
     }
@@ -349,6 +353,11 @@ where Clock.Instant == ContinuousClock.Instant {
             for action in actions {
                 Self.resolve(action, in: &state, into: &work)
             }
+            if let (request, completion) = state.incoming {
+                // Not served yet: it waits.
+                state.incoming = nil
+                state.requests[request] = completion
+            }
             swap(&actions, &state.actions)
             return work
         }
@@ -369,16 +378,16 @@ where Clock.Instant == ContinuousClock.Instant {
         case .createConnection(let id, let affinity):
             work.append(.background(.connect(id, affinity: affinity)))
         case .lease(let id, let request):
-            guard let connection = state.connections[id], let completion = state.requests.removeValue(forKey: request)
+            guard let connection = state.connections[id], let completion = Self.takeRequest(request, from: &state)
             else { preconditionFailure("lease of unknown \(id) or \(request)") }
             work.append(.lease(connection, completion))
         case .ping(let id, _):
             guard let connection = state.connections[id] else { preconditionFailure("ping of unknown \(id)") }
             work.append(.background(.ping(connection)))
         case .close(let id, _):
-            if let connection = state.connections.removeValue(forKey: id) { work.append(.close(connection)) }
+            if let connection = state.connections.remove(id) { work.append(.close(connection)) }
         case .failRequest(let request, let error):
-            if let completion = state.requests.removeValue(forKey: request) { work.append(.fail(completion, error)) }
+            if let completion = Self.takeRequest(request, from: &state) { work.append(.fail(completion, error)) }
         case .scheduleTimer(let timer):
             guard !state.machine.isShutDown else { return }
             state.timers[timer.id] = timer
@@ -399,6 +408,16 @@ where Clock.Instant == ContinuousClock.Instant {
             work.append(.finished(state.shutdownWaiters))
             state.shutdownWaiters = []
         }
+    }
+
+    /// The completion of `request`, which is the event's own or one that waits; nil when it has none (any more).
+    @inlinable
+    static func takeRequest(_ request: RequestID, from state: inout State) -> LeaseCompletion? {
+        if let incoming = state.incoming, incoming.request == request {
+            state.incoming = nil
+            return incoming.completion
+        }
+        return state.requests.removeValue(forKey: request)
     }
 
     @inlinable
@@ -448,7 +467,7 @@ where Clock.Instant == ContinuousClock.Instant {
             let connection = try await self.factory.makeConnection(id: id, for: self.key, affinity: affinity)
             precondition(connection.id == id, "the factory must use the id it was given")
             self.handle(.connectionEstablished(id, affinity: connection.affinity)) {
-                $0.connections[id] = connection
+                $0.connections.insert(connection, for: id)
             }
         } catch {
             self.budget?.release()

@@ -65,17 +65,8 @@ struct ConnectionTable: Sendable, Equatable {
         return position < self.ids.count && self.ids[position] == id ? position : nil
     }
 
-    /// The first index whose id is not below `id`.
     private func position(of id: ConnectionID) -> Int {
-        // New connections have the highest id: look at the end first.
-        if let last = self.ids.last, last.rawValue < id.rawValue { return self.ids.count }
-        var low = 0
-        var high = self.ids.count
-        while low < high {
-            let middle = (low + high) / 2
-            if self.ids[middle].rawValue < id.rawValue { low = middle + 1 } else { high = middle }
-        }
-        return low
+        self.ids.sortedPosition(of: id)
     }
 }
 

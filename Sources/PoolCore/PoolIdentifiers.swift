@@ -11,6 +11,22 @@ public struct ConnectionID: Hashable, Sendable, Comparable, CustomStringConverti
     public var description: String { "C\(self.rawValue)" }
 }
 
+extension [ConnectionID] {
+    /// In ids sorted ascending: the first index whose id is not below `id`. New connections have the highest id, so
+    /// the end is looked at first.
+    @inlinable
+    public func sortedPosition(of id: ConnectionID) -> Int {
+        if let last = self.last, last.rawValue < id.rawValue { return self.count }
+        var low = 0
+        var high = self.count
+        while low < high {
+            let middle = (low + high) / 2
+            if self[middle].rawValue < id.rawValue { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}
+
 /// A client's request for a connection. Chosen by the caller (the live pool) and unique per pool.
 public struct RequestID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var rawValue: Int

@@ -1,0 +1,46 @@
+import PoolCore
+
+/// The pool's connection objects by id, in two parallel arrays sorted by id and searched by halving: a pool holds
+/// tens of connections and new ids are the highest, so a lookup (one per checkout) costs a few comparisons instead
+/// of hashing the id into a `Dictionary` (~200 instructions).
+@usableFromInline
+struct ConnectionList<Connection> {
+    @usableFromInline var ids: [ConnectionID] = []
+    @usableFromInline var connections: [Connection] = []
+
+    @inlinable
+    init() {}
+
+    @inlinable
+    subscript(id: ConnectionID) -> Connection? {
+        let position = self.ids.sortedPosition(of: id)
+        guard position < self.ids.count, self.ids[position] == id else { return nil }
+        return self.connections[position]
+    }
+
+    /// Adds `connection` under `id`, or replaces the one there.
+    @inlinable
+    mutating func insert(_ connection: Connection, for id: ConnectionID) {
+        let position = self.ids.sortedPosition(of: id)
+        if position < self.ids.count, self.ids[position] == id {
+            self.connections[position] = connection
+        } else {
+            self.ids.insert(id, at: position)
+            self.connections.insert(connection, at: position)
+        }
+    }
+
+    @inlinable
+    mutating func remove(_ id: ConnectionID) -> Connection? {
+        let position = self.ids.sortedPosition(of: id)
+        guard position < self.ids.count, self.ids[position] == id else { return nil }
+        self.ids.remove(at: position)
+        return self.connections.remove(at: position)
+    }
+
+    /// All of them by id (for inspection).
+    @inlinable
+    var byID: [ConnectionID: Connection] {
+        Dictionary(uniqueKeysWithValues: zip(self.ids, self.connections))
+    }
+}
