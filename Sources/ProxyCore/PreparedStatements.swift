@@ -118,9 +118,10 @@ struct PreparedStatements {
         return Self.serverNamePrefix + hex.joined()
     }
 
-    /// A server connection is taken: nothing is owed by it yet.
+    /// A server connection is taken: nothing is owed by it yet. (The list keeps its storage: in transaction mode a
+    /// client takes a server connection per transaction.)
     mutating func newServerConnection() {
-        self.expected.removeAll()
+        self.expected.removeAll(keepingCapacity: true)
     }
 
     /// What to send to the server for one client message, given the names prepared on the server connection; `nil`
