@@ -72,13 +72,9 @@ public struct PoolStateMachine: Sendable {
 
     /// The gauges of ``stats``, without copying its counters by reason.
     public var gauges: PoolGaugeValues {
-        PoolGaugeValues(
-            idle: self.counts.idle,
-            used: self.counts.used,
-            checkedOut: self.counts.checkedOut,
-            overflow: self.overflow,
-            waiting: self.counts.waiting
-        )
+        var gauges = self.counts.gauges
+        gauges.overflow = self.overflow
+        return gauges
     }
 
     /// Open connections above `poolSize` (not counted: it follows from the open count).
