@@ -13,9 +13,8 @@ struct ConnectionList<Connection> {
 
     @inlinable
     subscript(id: ConnectionID) -> Connection? {
-        let position = self.ids.sortedPosition(of: id)
-        guard position < self.ids.count, self.ids[position] == id else { return nil }
-        return self.connections[position]
+        guard let index = self.ids.sortedIndex(of: id) else { return nil }
+        return self.connections[index]
     }
 
     /// Adds `connection` under `id`, or replaces the one there.
@@ -32,10 +31,9 @@ struct ConnectionList<Connection> {
 
     @inlinable
     mutating func remove(_ id: ConnectionID) -> Connection? {
-        let position = self.ids.sortedPosition(of: id)
-        guard position < self.ids.count, self.ids[position] == id else { return nil }
-        self.ids.remove(at: position)
-        return self.connections.remove(at: position)
+        guard let index = self.ids.sortedIndex(of: id) else { return nil }
+        self.ids.remove(at: index)
+        return self.connections.remove(at: index)
     }
 
     /// All of them by id (for inspection).

@@ -18,11 +18,11 @@ struct ConnectionTable: Sendable, Equatable {
     /// affinity).
     subscript(id: ConnectionID) -> PoolStateMachine.ConnectionState? {
         get {
-            guard let index = self.index(of: id) else { return nil }
+            guard let index = self.ids.sortedIndex(of: id) else { return nil }
             return self.states[index]
         }
         set {
-            let position = self.position(of: id)
+            let position = self.ids.sortedPosition(of: id)
             let found = position < self.ids.count && self.ids[position] == id
             switch (newValue, found) {
             case (let state?, true):
@@ -43,13 +43,13 @@ struct ConnectionTable: Sendable, Equatable {
 
     /// The event loop (or other locality) the connection was established with; nil when none or unknown id.
     func affinity(of id: ConnectionID) -> Int? {
-        guard let index = self.index(of: id) else { return nil }
+        guard let index = self.ids.sortedIndex(of: id) else { return nil }
         return self.affinityOf[index]
     }
 
     /// Records the affinity of a connection the table has (ignored for an unknown id).
     mutating func setAffinity(_ affinity: Int?, of id: ConnectionID) {
-        guard let index = self.index(of: id) else { return }
+        guard let index = self.ids.sortedIndex(of: id) else { return }
         self.affinityOf[index] = affinity
     }
 
@@ -58,15 +58,6 @@ struct ConnectionTable: Sendable, Equatable {
         var result: [ConnectionID: Int] = [:]
         for (id, affinity) in zip(self.ids, self.affinityOf) { result[id] = affinity }
         return result
-    }
-
-    private func index(of id: ConnectionID) -> Int? {
-        let position = self.position(of: id)
-        return position < self.ids.count && self.ids[position] == id ? position : nil
-    }
-
-    private func position(of id: ConnectionID) -> Int {
-        self.ids.sortedPosition(of: id)
     }
 }
 

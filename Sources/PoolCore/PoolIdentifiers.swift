@@ -25,6 +25,13 @@ extension [ConnectionID] {
         }
         return low
     }
+
+    /// In ids sorted ascending: the index of `id`; nil when it is not there.
+    @inlinable
+    public func sortedIndex(of id: ConnectionID) -> Int? {
+        let position = self.sortedPosition(of: id)
+        return position < self.count && self[position] == id ? position : nil
+    }
 }
 
 /// A client's request for a connection. Chosen by the caller (the live pool) and unique per pool.
